@@ -1,0 +1,46 @@
+# auricle -- the two commands: `make demo` and `make test`.
+PY      ?= python3
+VENV    ?= .venv
+BIN     := $(VENV)/bin
+PYTEST_ARGS ?=
+DEMO_STREAM ?= samples/speech_commands_stream.wav
+
+.PHONY: demo test test-fast listen firmware bench pi-check clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+# the device-side stack only: numpy, ai-edge-litert, sounddevice, soundfile
+$(VENV)/.edge-installed: setup.cfg pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[edge]'
+	touch $@
+
+# everything: training (TensorFlow, librosa, ...), conversion, tests
+$(VENV)/.all-installed: setup.cfg pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[all]'
+	touch $@ $(VENV)/.edge-installed
+
+demo: $(VENV)/.edge-installed
+	$(BIN)/python -m edge.demo --stream $(DEMO_STREAM)
+
+test: $(VENV)/.all-installed
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: $(VENV)/.all-installed
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+listen: $(VENV)/.edge-installed
+	$(BIN)/python -m edge.listen
+
+firmware: $(VENV)/.all-installed
+	$(BIN)/python tools/make_firmware.py
+
+bench: $(VENV)/.all-installed
+	$(BIN)/python benchmarks/latency.py --bundles firmware_assets/* --out results/
+
+pi-check: $(VENV)/.edge-installed
+	bash tools/pi_check.sh
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

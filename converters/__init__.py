@@ -1,0 +1,1 @@
+"""Conversion: int8 TFLite quantization, Edge TPU checks, C array export."""

@@ -1,0 +1,18 @@
+"""auricle's on-device runtime: numpy + a TFLite runtime + sounddevice. Never imports TF, Keras or librosa."""
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["Classifier", "StreamingDetector", "load_bundle", "AuricleError"]
+
+from edge.errors import AuricleError
+
+
+def __getattr__(name: str) -> Any:  # lazy: `import edge.features` must stay light
+    if name in ("Classifier", "StreamingDetector"):
+        from edge import runtime
+        return getattr(runtime, name)
+    if name == "load_bundle":
+        from edge.bundle import load_bundle
+        return load_bundle
+    raise AttributeError(name)

@@ -1,0 +1,228 @@
+"""The model bundle contract: a folder the runtime can use with no other input.
+
+Layout (see ../shared/docs/DESIGN.md)::
+
+    BUNDLE/
+      model_int8.tflite        full-integer model (default)
+      model_float32.tflite     float reference
+      model_edgetpu.tflite     optional, from edgetpu_compiler
+      labels.txt               one label per line, output order
+      manifest.json            everything else (schema below)
+      model_data.h/.cc         int8 model as a C array (TFLite Micro)
+
+manifest.json (schema_version 1)::
+
+    {
+      "schema_version": 1,
+      "name": "kws_mobilenet_edge",
+      "feature_config": {...FeatureConfig.to_dict()...},
+      "labels": ["_silence_", "_unknown_", "down", ...],
+      "background_labels": ["_silence_", "_unknown_"],
+      "default_model": "int8",
+      "models": {
+        "int8": {"file": "model_int8.tflite",
+                 "input":  {"shape": [1, 97, 40, 1], "dtype": "int8", "scale": 0.04, "zero_point": -3},
+                 "output": {"shape": [1, 12], "dtype": "int8", "scale": 0.0039, "zero_point": -128}},
+        "float32": {...same keys, scale 0.0, zero_point 0...}
+      },
+      "files": {"model_int8.tflite": "<sha256>", "labels.txt": "<sha256>", ...},
+      "network": {"name": "mobilenet", "params": 123, "macs": 456},
+      "training": {...run summary and metrics...},
+      "verification": {...float vs int8 results...}
+    }
+
+Only :func:`load_bundle` reads a manifest; everything else takes a :class:`Bundle`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+from edge.errors import BundleError
+from edge.features import FeatureConfig
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+LABELS = "labels.txt"
+DEFAULT_BUNDLE_NAME = "kws_mobilenet_edge"
+
+
+def repo_root() -> Path:
+    return Path(__file__).resolve().parent.parent
+
+
+def default_bundle_path() -> Path:
+    """The shipped default bundle (``$AURICLE_BUNDLE`` overrides it)."""
+    env = os.environ.get("AURICLE_BUNDLE")
+    return Path(env) if env else repo_root() / "firmware_assets" / DEFAULT_BUNDLE_NAME
+
+
+def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while True:
+            block = fh.read(chunk)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorSpec:
+    shape: tuple[int, ...]
+    dtype: str
+    scale: float = 0.0
+    zero_point: int = 0
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "TensorSpec":
+        return cls(shape=tuple(int(s) for s in d["shape"]), dtype=str(d["dtype"]),
+                   scale=float(d.get("scale", 0.0)), zero_point=int(d.get("zero_point", 0)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"shape": list(self.shape), "dtype": self.dtype, "scale": self.scale, "zero_point": self.zero_point}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelEntry:
+    kind: str
+    file: str
+    input: TensorSpec
+    output: TensorSpec
+
+
+@dataclasses.dataclass(frozen=True)
+class Bundle:
+    path: Path
+    name: str
+    manifest: Mapping[str, Any]
+    feature_config: FeatureConfig
+    labels: tuple[str, ...]
+    background_labels: frozenset[str]
+    models: Mapping[str, ModelEntry]
+    default_model: str
+
+    def model_path(self, kind: str | None = None) -> Path:
+        kind = kind or self.default_model
+        if kind not in self.models:
+            have = ", ".join(sorted(self.models)) or "none"
+            fix = ("compile it with edgetpu_compiler (see README, 'Coral')" if kind == "edgetpu"
+                   else "re-run converters/quantize.py with --also " + kind)
+            raise BundleError(f"bundle {self.path} has no {kind!r} model (it has: {have}); {fix}")
+        return self.path / self.models[kind].file
+
+    def entry(self, kind: str | None = None) -> ModelEntry:
+        self.model_path(kind)
+        return self.models[kind or self.default_model]
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BundleError(f"{path} is missing; a bundle needs manifest.json -- rebuild it with "
+                          "converters/quantize.py") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{path} is not valid JSON ({exc}); rebuild the bundle") from None
+
+
+def load_bundle(path: str | os.PathLike[str] | None = None, *, verify: bool = True) -> Bundle:
+    """Read and check a bundle folder. ``verify`` checks every file's sha256 against the manifest."""
+    root = Path(path) if path is not None else default_bundle_path()
+    if not root.exists():
+        raise BundleError(f"model bundle {root} does not exist; pass --model BUNDLE_DIR or build one with "
+                          "`make firmware`")
+    if not root.is_dir():
+        raise BundleError(f"model bundle {root} is not a folder; pass the bundle folder, not a file")
+    manifest = _read_json(root / MANIFEST)
+    if not isinstance(manifest, dict):
+        raise BundleError(f"{root / MANIFEST} must hold a JSON object; rebuild the bundle")
+    version = manifest.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise BundleError(f"{root / MANIFEST} has schema_version {version!r}; this auricle reads "
+                          f"{SCHEMA_VERSION} -- rebuild the bundle or upgrade auricle")
+    if "feature_config" not in manifest:
+        raise BundleError(f"{root / MANIFEST} lacks feature settings ('feature_config'); the runtime "
+                          "cannot compute features without them -- rebuild the bundle")
+    config = FeatureConfig.from_dict(manifest["feature_config"])
+
+    files = manifest.get("files") or {}
+    if verify:
+        if not files:
+            raise BundleError(f"{root / MANIFEST} lists no sha256 'files'; rebuild the bundle")
+        for name, digest in files.items():
+            fp = root / name
+            if not fp.is_file():
+                raise BundleError(f"bundle file {fp} is missing; rebuild the bundle")
+            actual = sha256_file(fp)
+            if actual != digest:
+                raise BundleError(f"sha256 of {fp} is {actual[:12]}..., manifest says {str(digest)[:12]}...; "
+                                  "the file was changed or corrupted -- rebuild or re-copy the bundle")
+
+    labels_file = root / LABELS
+    if labels_file.is_file():
+        labels = tuple(line.strip() for line in labels_file.read_text(encoding="utf-8").splitlines() if line.strip())
+    else:
+        labels = tuple(manifest.get("labels") or ())
+    if not labels:
+        raise BundleError(f"bundle {root} has no labels (labels.txt); rebuild the bundle")
+    if manifest.get("labels") and tuple(manifest["labels"]) != labels:
+        raise BundleError(f"{labels_file} disagrees with manifest labels; rebuild the bundle")
+
+    models: dict[str, ModelEntry] = {}
+    for kind, entry in (manifest.get("models") or {}).items():
+        try:
+            models[kind] = ModelEntry(kind=kind, file=str(entry["file"]), input=TensorSpec.from_dict(entry["input"]),
+                                      output=TensorSpec.from_dict(entry["output"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise BundleError(f"{root / MANIFEST}: model {kind!r} entry is malformed ({exc}); rebuild") from None
+    if not models:
+        raise BundleError(f"{root / MANIFEST} lists no models; rebuild the bundle")
+    default = str(manifest.get("default_model") or ("int8" if "int8" in models else sorted(models)[0]))
+    if default not in models:
+        raise BundleError(f"{root / MANIFEST}: default_model {default!r} is not among {sorted(models)}")
+    for kind, m in models.items():
+        if m.output.shape and m.output.shape[-1] != len(labels):
+            raise BundleError(f"model {kind!r} has {m.output.shape[-1]} outputs but there are {len(labels)} "
+                              "labels; rebuild the bundle")
+
+    background = manifest.get("background_labels")
+    if background is None:
+        background = [lab for lab in labels if lab.startswith("_")]
+    return Bundle(path=root, name=str(manifest.get("name") or root.name), manifest=manifest, feature_config=config,
+                  labels=labels, background_labels=frozenset(background), models=models, default_model=default)
+
+
+def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
+    """Write JSON to a temp file in the same folder, then rename into place."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, sort_keys=False, default=_json_default)
+            fh.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _json_default(obj: Any) -> Any:
+    try:
+        import numpy as np
+        if isinstance(obj, np.generic):
+            return obj.item()
+        if isinstance(obj, np.ndarray):
+            return obj.tolist()
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

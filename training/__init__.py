@@ -1,0 +1,1 @@
+"""Keras 3 training: data loading, models, training CLI, reports."""
