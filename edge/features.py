@@ -169,8 +169,9 @@ def mel_filterbank(*, sample_rate: int, n_fft: int, n_mels: int, fmin: float, fm
     upper = ramps[2:] / widths[1:, None]
     weights = np.maximum(0.0, np.minimum(lower, upper))
     weights *= (2.0 / (mel_points[2:] - mel_points[:-2]))[:, None]
-    weights.setflags(write=False)
-    return np.ascontiguousarray(weights.T)
+    out = np.ascontiguousarray(weights.T)
+    out.setflags(write=False)
+    return out
 
 
 @functools.lru_cache(maxsize=16)
