@@ -1,0 +1,181 @@
+"""Padded log-mel features for a whole dataset, and the training-time augmentation that runs on them.
+
+Each clip's waveform is zero-padded by ``pad_frames`` hops on both sides and run once through the one
+frontend (``edge.features.log_mel``). Training then works in the feature domain, so a 2-core CPU or a GPU
+host never recomputes an FFT per epoch:
+
+* **time shift**: a random ``n_frames`` crop of the padded frames (exact, at hop resolution; the centre
+  crop equals the unpadded clip's features exactly);
+* **gain**: a dB offset (exact: dB with a fixed reference);
+* **background noise**: a random crop of a noise clip (the data's ``_silence_`` training clips) added in
+  the *power* domain at a random level -- the expected value of mixing in the waveform domain;
+* **SpecAugment**: time and frequency masks filled with the window's mean.
+
+A FeatureSet saves to a single ``.npz`` (no pickle), which is how features travel to a GPU host.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from edge.errors import AuricleError
+from edge.features import FeatureConfig, log_mel, to_model_input
+
+NOISE_LABELS = ("_silence_", "_background_noise_", "silence", "noise")
+
+
+@dataclasses.dataclass
+class FeatureSet:
+    config: FeatureConfig
+    label_names: list[str]
+    padded: np.ndarray          # (N, n_frames + 2*pad_frames, n_mels) float32/float16 dB
+    y: np.ndarray               # (N,) int
+    split: np.ndarray           # (N,) str: train / val / test
+    paths: np.ndarray           # (N,) str, relative to the data root
+    pad_frames: int
+
+    def __post_init__(self) -> None:
+        n = len(self.y)
+        if not (self.padded.shape[0] == n == len(self.split) == len(self.paths)):
+            raise AuricleError("feature set arrays disagree in length; rebuild the features")
+        if self.padded.shape[1] != self.config.n_frames + 2 * self.pad_frames:
+            raise AuricleError(f"padded features have {self.padded.shape[1]} frames, expected "
+                               f"{self.config.n_frames + 2 * self.pad_frames}; rebuild them with this config")
+
+    def indices(self, split: str) -> np.ndarray:
+        return np.flatnonzero(self.split == split)
+
+    def centre(self, idx: np.ndarray | None = None) -> np.ndarray:
+        """Un-augmented windows (exactly the features of the unpadded clips)."""
+        p, n = self.pad_frames, self.config.n_frames
+        block = self.padded if idx is None else self.padded[idx]
+        return np.asarray(block[:, p:p + n], dtype=np.float32)
+
+    def noise_indices(self) -> np.ndarray:
+        names = [i for i, lab in enumerate(self.label_names) if lab in NOISE_LABELS]
+        if not names:
+            return np.empty(0, dtype=int)
+        return np.flatnonzero(np.isin(self.y, names) & (self.split == "train"))
+
+    def save(self, path: str | Path, *, dtype: str = "float16") -> None:
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp.npz")
+        np.savez(tmp, padded=self.padded.astype(dtype), y=self.y.astype(np.int16), split=self.split.astype("U5"),
+                 paths=self.paths.astype(str), label_names=np.asarray(self.label_names, dtype=str),
+                 config=np.asarray(self.config.to_json()), pad_frames=np.asarray(self.pad_frames))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "FeatureSet":
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return cls(config=FeatureConfig.from_json(str(z["config"])), label_names=[str(s) for s in z["label_names"]],
+                           padded=z["padded"], y=z["y"].astype(np.int64), split=z["split"], paths=z["paths"],
+                           pad_frames=int(z["pad_frames"]))
+        except (OSError, KeyError, ValueError) as exc:
+            raise AuricleError(f"cannot read feature set {path}: {exc}; rebuild it with --save-features") from None
+
+
+def pad_frames_for(config: FeatureConfig, shift_seconds: float = 0.1) -> int:
+    return int(round(shift_seconds * config.sample_rate / config.hop_length))
+
+
+def padded_log_mel(waveforms: np.ndarray, config: FeatureConfig, pad_frames: int) -> np.ndarray:
+    """(N, clip_samples) -> (N, n_frames + 2*pad_frames, n_mels) float32."""
+    pad = pad_frames * config.hop_length
+    out = np.empty((len(waveforms), config.n_frames + 2 * pad_frames, config.n_mels), dtype=np.float32)
+    for i, w in enumerate(waveforms):
+        out[i] = log_mel(np.pad(np.asarray(w, dtype=np.float32), (pad, pad)), config)
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+    enabled: bool = True
+    time_shift: bool = True
+    gain_db: float = 6.0             # uniform +-gain_db
+    noise_prob: float = 0.8
+    noise_db: tuple[float, float] = (-30.0, 0.0)   # noise level relative to the noise clip's own level
+    time_masks: int = 2
+    time_mask_frac: float = 0.1      # each mask up to this fraction of the frames
+    freq_masks: int = 2
+    freq_mask_frac: float = 0.125
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def augment_batch(fs: FeatureSet, idx: np.ndarray, rng: np.random.Generator, aug: AugmentConfig,
+                  noise_idx: np.ndarray) -> np.ndarray:
+    """Windows (B, n_frames, n_mels) float32 dB for clip indices ``idx``, augmented per ``aug``."""
+    cfg, p, n = fs.config, fs.pad_frames, fs.config.n_frames
+    b = len(idx)
+    if not aug.enabled:
+        return fs.centre(idx)
+    offs = rng.integers(0, 2 * p + 1, size=b) if (aug.time_shift and p) else np.full(b, p)
+    block = np.asarray(fs.padded[idx], dtype=np.float32)
+    x = np.stack([block[i, o:o + n] for i, o in enumerate(offs)])
+    if aug.gain_db:
+        x += rng.uniform(-aug.gain_db, aug.gain_db, size=(b, 1, 1)).astype(np.float32)
+    if aug.noise_prob > 0 and noise_idx.size:
+        mix = rng.random(b) < aug.noise_prob
+        if mix.any():
+            k = int(mix.sum())
+            src = rng.choice(noise_idx, size=k)
+            total = fs.padded.shape[1]
+            starts = rng.integers(0, total - n + 1, size=k)
+            noise = np.stack([np.asarray(fs.padded[s, o:o + n], dtype=np.float32) for s, o in zip(src, starts)])
+            level = rng.uniform(*aug.noise_db, size=(k, 1, 1)).astype(np.float32)
+            sig = np.power(10.0, x[mix] / 10.0) + np.power(10.0, (noise + level) / 10.0)
+            x[mix] = 10.0 * np.log10(np.maximum(sig, cfg.amin)) - 10.0 * np.log10(max(cfg.amin, cfg.ref_power))
+    for i in range(b):
+        fill = x[i].mean()
+        for _ in range(aug.time_masks):
+            w = int(rng.integers(0, max(1, int(n * aug.time_mask_frac)) + 1))
+            if w:
+                t0 = int(rng.integers(0, n - w + 1))
+                x[i, t0:t0 + w, :] = fill
+        for _ in range(aug.freq_masks):
+            w = int(rng.integers(0, max(1, int(cfg.n_mels * aug.freq_mask_frac)) + 1))
+            if w:
+                f0 = int(rng.integers(0, cfg.n_mels - w + 1))
+                x[i, :, f0:f0 + w] = fill
+    return x
+
+
+def normalisation_stats(fs: FeatureSet) -> tuple[float, float]:
+    """Mean and std of the training split's (un-augmented) dB values: the edge profile's normalisation."""
+    train = fs.indices("train")
+    if train.size == 0:
+        raise AuricleError("the training split is empty; the data needs more speakers/groups")
+    x = fs.centre(train)
+    return float(x.mean()), float(x.std() + 1e-6)
+
+
+def model_inputs(fs: FeatureSet, idx: np.ndarray, batch: int = 256) -> np.ndarray:
+    """Un-augmented model inputs (profile transform applied) for evaluation."""
+    parts = [to_model_input(fs.centre(idx[i:i + batch]), fs.config) for i in range(0, len(idx), batch)]
+    if not parts:
+        from edge.features import model_input_shape
+        return np.empty((0, *model_input_shape(fs.config)), dtype=np.float32)
+    return np.concatenate(parts)
+
+
+def class_weights(y: np.ndarray, num_classes: int) -> dict[int, float]:
+    counts = np.bincount(y, minlength=num_classes).astype(float)
+    counts[counts == 0] = np.nan
+    w = counts.sum() / (num_classes * counts)
+    return {i: (float(v) if np.isfinite(v) else 0.0) for i, v in enumerate(w)}
+
+
+def describe(fs: FeatureSet) -> str:
+    parts = {s: int((fs.split == s).sum()) for s in ("train", "val", "test")}
+    return json.dumps({"clips": len(fs.y), "classes": len(fs.label_names), **parts})
+
+
+def subset_labels(names: Sequence[str]) -> list[str]:
+    return sorted(names)

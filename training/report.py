@@ -1,0 +1,161 @@
+"""The run report, as the original study gave it: accuracy per split, per-class precision / recall / F1,
+confusion matrix, training time, parameter count, MACs, curves -- plus the skipped-file report."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from edge.bundle import write_json_atomic
+
+
+def per_class_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
+    k = len(labels)
+    cm = np.zeros((k, k), dtype=np.int64)
+    np.add.at(cm, (np.asarray(y_true, dtype=int), np.asarray(y_pred, dtype=int)), 1)
+    tp = np.diag(cm).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(cm.sum(0) > 0, tp / cm.sum(0), 0.0)
+        recall = np.where(cm.sum(1) > 0, tp / cm.sum(1), 0.0)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    per_class = {lab: {"precision": round(float(precision[i]), 4), "recall": round(float(recall[i]), 4),
+                       "f1": round(float(f1[i]), 4), "support": int(cm[i].sum())} for i, lab in enumerate(labels)}
+    acc = float(tp.sum() / max(1, cm.sum()))
+    return {"accuracy": round(acc, 4), "per_class": per_class, "confusion": cm.tolist(),
+            "macro_f1": round(float(f1.mean()), 4)}
+
+
+def predict(model: Any, x: np.ndarray, batch: int = 128) -> np.ndarray:
+    if len(x) == 0:
+        return np.empty((0,), dtype=int)
+    probs = model.predict(x, batch_size=batch, verbose=0)
+    return np.argmax(probs, axis=-1)
+
+
+def evaluate_splits(model: Any, fs) -> dict[str, dict[str, Any]]:
+    from training.featureset import model_inputs
+    out = {}
+    for split in ("train", "val", "test"):
+        idx = fs.indices(split)
+        if idx.size == 0:
+            continue
+        pred = predict(model, model_inputs(fs, idx))
+        out[split] = per_class_metrics(fs.y[idx], pred, fs.label_names)
+    return out
+
+
+def plot_curves(history: dict[str, list[float]], path: Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    epochs = np.arange(1, len(history.get("loss", [])) + 1)
+    for ax, key, name in ((axes[0], "accuracy", "accuracy"), (axes[1], "loss", "loss")):
+        if history.get(key):
+            ax.plot(epochs, history[key], label="train")
+        if history.get(f"val_{key}"):
+            ax.plot(epochs, history[f"val_{key}"], label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    _savefig(fig, path)
+    plt.close(fig)
+
+
+def plot_confusion(cm: Sequence[Sequence[int]], labels: Sequence[str], path: Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    cm = np.asarray(cm)
+    norm = cm / np.maximum(1, cm.sum(axis=1, keepdims=True))
+    k = len(labels)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * k, 0.8 + 0.5 * k))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(k), labels, rotation=60, ha="right")
+    ax.set_yticks(range(k), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    for i in range(k):
+        for j in range(k):
+            if cm[i, j]:
+                ax.text(j, i, str(cm[i, j]), ha="center", va="center", fontsize=7,
+                        color="white" if norm[i, j] > 0.5 else "black")
+    ax.set_title(title)
+    fig.tight_layout()
+    _savefig(fig, path)
+    plt.close(fig)
+
+
+def _savefig(fig: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    fig.savefig(tmp, dpi=110)
+    tmp.replace(path)
+
+
+def markdown_report(report: dict[str, Any]) -> str:
+    lines = [f"# Run report: {report['network']} ({report['profile']} profile)", ""]
+    acc = report["accuracy"]
+    lines += ["| split | clips | accuracy |", "|---|---:|---:|"]
+    for split in ("train", "val", "test"):
+        if split in acc:
+            lines.append(f"| {split} | {report['split_sizes'].get(split, 0)} | {acc[split] * 100:.2f} % |")
+    t = report["training"]
+    lines += ["", f"- parameters: {report['params']:,}", f"- MACs per inference: {report['macs']:,}",
+              f"- training: {t['epochs_run']} epochs, {t['train_seconds']:.0f} s on {t['device']} "
+              f"({t['backend']} backend); stop: {t['stop_reason']}",
+              f"- input shape: {report['input_shape']}", ""]
+    test = report.get("test_metrics")
+    if test:
+        lines += ["## Test split, per class", "", "| class | precision | recall | F1 | support |",
+                  "|---|---:|---:|---:|---:|"]
+        for lab, m in test["per_class"].items():
+            lines.append(f"| {lab} | {m['precision']:.3f} | {m['recall']:.3f} | {m['f1']:.3f} | {m['support']} |")
+    skipped = report.get("skipped") or []
+    lines += ["", f"## Skipped files ({len(skipped)})", ""]
+    lines += [f"- {s['path']}: {s['reason']}" for s in skipped] or ["none"]
+    lines += ["", "![curves](curves.png)", "", "![confusion](confusion.png)", ""]
+    return "\n".join(lines)
+
+
+def write_report(out: Path, fs, cfg, summary: dict[str, Any], *, skipped: Sequence = (),
+                 model: Any = None) -> dict[str, Any]:
+    """Evaluate the best model on every split and write report.json, report.md, curves.png, confusion.png."""
+    import keras
+
+    from training.models import count_macs
+    from training.train import read_history
+
+    if model is None:
+        model = keras.saving.load_model(out / "model.keras", safe_mode=True)
+    metrics = evaluate_splits(model, fs)
+    history = read_history(out / "history.csv")
+    skipped_rows = [{"path": str(p), "reason": str(r)} for p, r in skipped]
+    report = {
+        "network": cfg.network, "profile": fs.config.profile, "width": cfg.resolved_width(),
+        "labels": list(fs.label_names), "input_shape": [int(d) for d in model.input_shape[1:]],
+        "params": int(model.count_params()), "macs": count_macs(model),
+        "split_sizes": {s: int((fs.split == s).sum()) for s in ("train", "val", "test")},
+        "accuracy": {s: m["accuracy"] for s, m in metrics.items()},
+        "test_metrics": metrics.get("test"), "val_metrics": metrics.get("val"),
+        "training": summary, "train_config": cfg.to_dict(), "feature_config": fs.config.to_dict(),
+        "skipped": skipped_rows,
+        "split_rule": "sha1(group) % 100: <80 train, 80-89 val, >=90 test; group = speaker id",
+    }
+    write_json_atomic(out / "report.json", report)
+    (out / ".report.md.tmp").write_text(markdown_report(report))
+    (out / ".report.md.tmp").replace(out / "report.md")
+    title = f"{cfg.network} / {fs.config.profile}"
+    plot_curves(history, out / "curves.png", title)
+    cm_split = "test" if "test" in metrics else next(iter(metrics))
+    plot_confusion(metrics[cm_split]["confusion"], fs.label_names, out / "confusion.png",
+                   f"{title}: {cm_split} split")
+    return report
+
+
+def load_report(run: Path) -> dict[str, Any]:
+    return json.loads((Path(run) / "report.json").read_text())

@@ -1,0 +1,123 @@
+"""Move a trained model between hosts as plain arrays (no pickle, no optimizer state).
+
+A GPU host (JAX backend) can only send back files of limited size, and a ResNet-18 ``.keras`` with its
+optimizer state is ~150 MB. ``export_weights`` writes the model's weights as numbered ``.npz`` chunks of at
+most ``max_mb`` plus ``meta.json`` (train config, feature config with its normalisation statistics, labels,
+history, summary). ``import_run`` rebuilds the same network with :mod:`training.models`, loads the arrays,
+and writes a normal run folder (model.keras, report, plots) -- evaluated here, on this host's backend.
+
+    python -m training.weights_io import --weights DIR --features feats.npz --out runs/NAME
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from edge.errors import AuricleError, run_cli
+
+
+def export_weights(model: Any, out_dir: str | Path, *, prefix: str, meta: dict[str, Any], max_mb: float = 16.0,
+                   dtype: str = "float32") -> list[Path]:
+    """Weights as ``PREFIX-weights-N.npz`` chunks; chunk 0 also holds the meta JSON (fewest files)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    weights = [np.asarray(w).astype(dtype) if np.asarray(w).dtype.kind == "f" else np.asarray(w)
+               for w in model.get_weights()]
+    chunks: list[list[int]] = [[]]
+    size = 0
+    for i, w in enumerate(weights):
+        if chunks[-1] and size + w.nbytes > max_mb * 1e6:
+            chunks.append([])
+            size = 0
+        chunks[-1].append(i)
+        size += w.nbytes
+    names = [f"{prefix}-weights-{c}.npz" for c in range(len(chunks))]
+    meta = {**meta, "n_weights": len(weights), "chunks": names, "export_dtype": dtype}
+    files = []
+    for c, ids in enumerate(chunks):
+        path = out_dir / names[c]
+        extra = {"__meta__": np.asarray(json.dumps(meta))} if c == 0 else {}
+        np.savez(path, **{f"w{i:04d}": weights[i] for i in ids}, **extra)
+        files.append(path)
+    return files
+
+
+def load_weights(weights_dir: str | Path, prefix: str) -> tuple[list[np.ndarray], dict[str, Any]]:
+    weights_dir = Path(weights_dir)
+    first = weights_dir / f"{prefix}-weights-0.npz"
+    if not first.is_file():
+        raise AuricleError(f"{first} is missing; pass the folder the GPU run exported with --export-weights")
+    with np.load(first, allow_pickle=False) as z:
+        meta = json.loads(str(z["__meta__"]))
+    arrays: dict[int, np.ndarray] = {}
+    for name in meta["chunks"]:
+        if not (weights_dir / name).is_file():
+            raise AuricleError(f"{weights_dir / name} is missing; copy every chunk of the export")
+        with np.load(weights_dir / name, allow_pickle=False) as z:
+            for key in z.files:
+                if key != "__meta__":
+                    arrays[int(key[1:])] = z[key].astype(np.float32) if z[key].dtype.kind == "f" else z[key]
+    if sorted(arrays) != list(range(int(meta["n_weights"]))):
+        raise AuricleError(f"weights in {weights_dir} are incomplete ({len(arrays)} of {meta['n_weights']}); "
+                           "copy every chunk")
+    return [arrays[i] for i in range(len(arrays))], meta
+
+
+def import_run(*, weights_dir: str | Path, prefix: str, features: str | Path, out: str | Path) -> dict[str, Any]:
+    """Rebuild the network, load exported weights, and write a complete run folder in ``out``."""
+    import dataclasses
+
+    from edge.features import FeatureConfig, model_input_shape
+    from training.featureset import FeatureSet
+    from training.models import build_model
+    from training.report import write_report
+    from training.train import TrainConfig, _save_model_atomic, split_csv
+
+    weights, meta = load_weights(weights_dir, prefix)
+    cfg_dict = dict(meta["train_config"])
+    cfg = TrainConfig(**{k: v for k, v in cfg_dict.items() if k in {f.name for f in dataclasses.fields(TrainConfig)}})
+    fs = FeatureSet.load(features)
+    fs.config = FeatureConfig.from_dict(meta["feature_config"])
+    if fs.label_names != list(meta["labels"]):
+        raise AuricleError("the feature set's labels differ from the exported model's; use the same features")
+    model = build_model(cfg.network, model_input_shape(fs.config), len(fs.label_names), profile=fs.config.profile,
+                        width=cfg.resolved_width(), dropout=cfg.dropout)
+    model.set_weights(weights)
+    model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _save_model_atomic(model, out / "model.keras")
+    (out / "feature_config.json").write_text(fs.config.to_json() + "\n")
+    (out / "labels.txt").write_text("\n".join(fs.label_names) + "\n")
+    (out / "history.csv").write_text(meta["history_csv"])
+    (out / "train_config.json").write_text(json.dumps({**cfg.to_dict(), "features": str(features),
+                                                       "trained_on": meta["summary"].get("device")}, indent=2))
+    (out / "train_summary.json").write_text(json.dumps(meta["summary"], indent=2))
+    split_csv(fs, out / "split.csv")
+    return write_report(out, fs, cfg, meta["summary"], skipped=meta.get("skipped", []), model=model)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m training.weights_io",
+                                description="Turn weights exported by a GPU run (training.train --export-weights) "
+                                            "into a run folder evaluated on this host.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    imp = sub.add_parser("import", help="rebuild + load weights + write the run folder and report")
+    imp.add_argument("--weights", required=True, help="folder with PREFIX-weights-N.npz (meta inside chunk 0)")
+    imp.add_argument("--prefix", required=True, help="the run name used at export")
+    imp.add_argument("--features", required=True, help="the same feature .npz the GPU run trained on")
+    imp.add_argument("--out", required=True)
+    args = p.parse_args(argv)
+    report = import_run(weights_dir=args.weights, prefix=args.prefix, features=args.features, out=args.out)
+    print(f"{args.out}: test accuracy {report['accuracy'].get('test', float('nan')):.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
