@@ -38,25 +38,25 @@ def _stride(size: int, want: int, floor: int) -> int:
     return want if want == 1 or size // 2 >= floor else 1
 
 
-def _conv_bn_relu(x, filters: int, kernel: int | tuple[int, int], strides, name: str):
+def _conv_bn_relu(x, filters: int, kernel: int | tuple[int, int], strides, name: str, bn: float = 0.99):
     x = layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = layers.BatchNormalization(momentum=bn, name=f"{name}_bn")(x)
     return layers.ReLU(name=f"{name}_relu")(x)
 
 
-def _ds_block(x, filters: int, strides: tuple[int, int], block_id: int):
+def _ds_block(x, filters: int, strides: tuple[int, int], block_id: int, bn: float = 0.99):
     """Depthwise 3x3 + BN + ReLU, then pointwise 1x1 + BN + ReLU."""
     name = f"block{block_id}"
     x = layers.DepthwiseConv2D(3, strides=strides, padding="same", use_bias=False, name=f"{name}_dw")(x)
-    x = layers.BatchNormalization(name=f"{name}_dw_bn")(x)
+    x = layers.BatchNormalization(momentum=bn, name=f"{name}_dw_bn")(x)
     x = layers.ReLU(name=f"{name}_dw_relu")(x)
     x = layers.Conv2D(filters, 1, padding="same", use_bias=False, name=f"{name}_pw")(x)
-    x = layers.BatchNormalization(name=f"{name}_pw_bn")(x)
+    x = layers.BatchNormalization(momentum=bn, name=f"{name}_pw_bn")(x)
     return layers.ReLU(name=f"{name}_pw_relu")(x)
 
 
 def build_mobilenet(input_shape: Sequence[int], num_classes: int, *, alpha: float = 1.0, profile: str = "seed",
-                    dropout: float = 0.0, floor: int = 4) -> keras.Model:
+                    dropout: float = 0.0, floor: int = 4, bn_momentum: float = 0.99) -> keras.Model:
     """MobileNet v1. ``profile="edge"`` uses stem stride (2, 1) and stops halving a side at ``floor``."""
     h, w, c = _check(input_shape, num_classes, alpha)
     if profile not in ("seed", "edge"):
@@ -68,7 +68,7 @@ def build_mobilenet(input_shape: Sequence[int], num_classes: int, *, alpha: floa
         stem = (2, 2)
     else:
         stem = (2, 1)
-    x = _conv_bn_relu(x, max(8, int(32 * alpha)), 3, stem, "stem")
+    x = _conv_bn_relu(x, max(8, int(32 * alpha)), 3, stem, "stem", bn_momentum)
     sh, sw = h // stem[0], w // stem[1]
     for i, (filters, stride) in enumerate(_MOBILENET_BLOCKS, start=1):
         if profile == "edge":
@@ -76,7 +76,7 @@ def build_mobilenet(input_shape: Sequence[int], num_classes: int, *, alpha: floa
         else:
             s = (stride, stride)
         sh, sw = max(1, -(-sh // s[0])), max(1, -(-sw // s[1]))
-        x = _ds_block(x, max(8, int(filters * alpha)), s, i)
+        x = _ds_block(x, max(8, int(filters * alpha)), s, i, bn_momentum)
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     if dropout:
         x = layers.Dropout(dropout, name="dropout")(x)
@@ -84,22 +84,23 @@ def build_mobilenet(input_shape: Sequence[int], num_classes: int, *, alpha: floa
     return keras.Model(inputs, outputs, name=f"mobilenet_{profile}")
 
 
-def _basic_block(x, filters: int, strides: tuple[int, int], name: str):
+def _basic_block(x, filters: int, strides: tuple[int, int], name: str, bn: float = 0.99):
     shortcut = x
     y = layers.Conv2D(filters, 3, strides=strides, padding="same", use_bias=False, name=f"{name}_conv1")(x)
-    y = layers.BatchNormalization(name=f"{name}_bn1")(y)
+    y = layers.BatchNormalization(momentum=bn, name=f"{name}_bn1")(y)
     y = layers.ReLU(name=f"{name}_relu1")(y)
     y = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv2")(y)
-    y = layers.BatchNormalization(name=f"{name}_bn2")(y)
+    y = layers.BatchNormalization(momentum=bn, name=f"{name}_bn2")(y)
     if strides != (1, 1) or x.shape[-1] != filters:
         shortcut = layers.Conv2D(filters, 1, strides=strides, use_bias=False, name=f"{name}_proj")(x)
-        shortcut = layers.BatchNormalization(name=f"{name}_proj_bn")(shortcut)
+        shortcut = layers.BatchNormalization(momentum=bn, name=f"{name}_proj_bn")(shortcut)
     y = layers.Add(name=f"{name}_add")([y, shortcut])
     return layers.ReLU(name=f"{name}_out")(y)
 
 
 def build_resnet18(input_shape: Sequence[int], num_classes: int, *, width: float = 1.0, profile: str = "seed",
-                   dense_units: int = 256, dropout: float = 0.0, floor: int = 2) -> keras.Model:
+                   dense_units: int = 256, dropout: float = 0.0, floor: int = 2,
+                   bn_momentum: float = 0.99) -> keras.Model:
     """ResNet-18: 7x7/64 stem, 3x3/2 max pool, 4 stages x 2 basic blocks, 2x2 avg pool, flatten,
     two dense ReLU layers, softmax. ``profile="edge"``: a 3x3 stem at stride (2, 1), no max pool, and
     halving stops at ``floor``."""
@@ -110,11 +111,11 @@ def build_resnet18(input_shape: Sequence[int], num_classes: int, *, width: float
     x = inputs
     if profile == "seed":
         x = layers.Rescaling(1.0 / 255.0, name="rescale")(x)
-        x = _conv_bn_relu(x, int(64 * width), 7, (2, 2), "stem")
+        x = _conv_bn_relu(x, int(64 * width), 7, (2, 2), "stem", bn_momentum)
         x = layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
         sh, sw = -(-h // 4), -(-w // 4)
     else:
-        x = _conv_bn_relu(x, int(64 * width), 3, (2, 1), "stem")
+        x = _conv_bn_relu(x, int(64 * width), 3, (2, 1), "stem", bn_momentum)
         sh, sw = -(-h // 2), w
     for stage, filters in enumerate((64, 128, 256, 512), start=1):
         for block in (1, 2):
@@ -124,7 +125,7 @@ def build_resnet18(input_shape: Sequence[int], num_classes: int, *, width: float
             else:
                 s = (want, want)
             sh, sw = -(-sh // s[0]), -(-sw // s[1])
-            x = _basic_block(x, int(filters * width), s, f"stage{stage}_block{block}")
+            x = _basic_block(x, int(filters * width), s, f"stage{stage}_block{block}", bn_momentum)
     pool = (min(2, sh), min(2, sw))
     x = layers.AveragePooling2D(pool, name="avg_pool")(x)
     x = layers.Flatten(name="flatten")(x)
@@ -137,11 +138,15 @@ def build_resnet18(input_shape: Sequence[int], num_classes: int, *, width: float
 
 
 def build_model(name: str, input_shape: Sequence[int], num_classes: int, *, profile: str,
-                width: float = 1.0, dropout: float = 0.0) -> keras.Model:
+                width: float = 1.0, dropout: float = 0.0, bn_momentum: float = 0.99) -> keras.Model:
+    if not 0.0 < bn_momentum < 1.0:
+        raise AuricleError(f"bn_momentum must be in (0, 1), got {bn_momentum!r}")
     if name == "mobilenet":
-        return build_mobilenet(input_shape, num_classes, alpha=width, profile=profile, dropout=dropout)
+        return build_mobilenet(input_shape, num_classes, alpha=width, profile=profile, dropout=dropout,
+                               bn_momentum=bn_momentum)
     if name == "resnet18":
-        return build_resnet18(input_shape, num_classes, width=width, profile=profile, dropout=dropout)
+        return build_resnet18(input_shape, num_classes, width=width, profile=profile, dropout=dropout,
+                              bn_momentum=bn_momentum)
     raise AuricleError(f"unknown network {name!r}; choose one of {NETWORKS}")
 
 

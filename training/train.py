@@ -35,7 +35,6 @@ class TrainConfig:
     batch_size: int = 64
     learning_rate: float = 2e-3
     weight_decay: float = 1e-4
-    label_smoothing: float = 0.05
     dropout: float = 0.2
     target_accuracy: float | None = None
     patience: int = 15
@@ -43,6 +42,8 @@ class TrainConfig:
     seed: int = 0
     class_weighting: bool = True
     time_limit: float | None = None     # seconds of fitting; then stop cleanly as on SIGINT
+    bn_momentum: float = 0.99           # lower it for runs of only a few dozen steps
+    jit_compile: bool | str = "auto"    # XLA; False skips a compile that dominates very short runs
 
     def resolved_width(self) -> float:
         return self.width if self.width is not None else DEFAULT_WIDTH[(self.network, self.profile)]
@@ -283,13 +284,13 @@ def fit(fs, cfg: TrainConfig, out: Path, *, resume: bool = False, distribute: bo
             if resume:
                 print(f"--resume: no checkpoint in {out}; starting fresh", file=sys.stderr)
             model = build_model(cfg.network, shape, num_classes, profile=fs.config.profile,
-                                width=cfg.resolved_width(), dropout=cfg.dropout)
+                                width=cfg.resolved_width(), dropout=cfg.dropout, bn_momentum=cfg.bn_momentum)
             steps = int(np.ceil(train_idx.size / cfg.batch_size)) * cfg.epochs
             schedule = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=max(1, steps),
                                                               alpha=0.02, warmup_target=None)
             model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay),
                           loss=keras.losses.SparseCategoricalCrossentropy(),
-                          metrics=["accuracy"])
+                          metrics=["accuracy"], jit_compile=cfg.jit_compile)
     if initial_epoch >= cfg.epochs:
         print(f"checkpoint is already at epoch {initial_epoch} >= --epochs {cfg.epochs}; nothing to train")
 
@@ -330,6 +331,37 @@ def fit(fs, cfg: TrainConfig, out: Path, *, resume: bool = False, distribute: bo
                "device": _device_name()}
     _write_json_atomic(out / "train_summary.json", summary)
     return summary
+
+
+def recalibrate_batchnorm(model: Any, fs, *, clips: int = 1024, batch_size: int = 64, seed: int = 0) -> int:
+    """Re-estimate every BatchNormalization layer's moving mean/variance as the exact average over
+    ``clips`` training clips (un-augmented, training-mode forward passes, no weight update).
+
+    A short, high-learning-rate run leaves the moving averages behind the weights (the model is right in
+    training mode and wrong in inference mode); this "precise BN" pass repairs that without training.
+    Returns the number of batches used."""
+    import keras
+
+    from training.featureset import model_inputs
+
+    bn_layers = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    if not bn_layers:
+        return 0
+    train_idx = fs.indices("train")
+    rng = np.random.default_rng(seed)
+    idx = rng.permutation(train_idx)[:clips]
+    saved = [layer.momentum for layer in bn_layers]
+    n = 0
+    try:
+        for start in range(0, len(idx), batch_size):
+            n += 1
+            for layer in bn_layers:   # cumulative average: moving = (n-1)/n * moving + 1/n * batch
+                layer.momentum = (n - 1) / n
+            model(model_inputs(fs, idx[start:start + batch_size]), training=True)
+    finally:
+        for layer, m in zip(bn_layers, saved):
+            layer.momentum = m
+    return n
 
 
 def _distribution_scope(distribute: bool):
@@ -475,6 +507,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=TrainConfig.epochs)
     p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     p.add_argument("--lr", type=float, default=TrainConfig.learning_rate, help="peak learning rate (AdamW, cosine)")
+    p.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay, help="AdamW decoupled weight decay")
+    p.add_argument("--dropout", type=float, default=TrainConfig.dropout, help="dropout before the classifier")
+    p.add_argument("--bn-momentum", type=float, default=TrainConfig.bn_momentum,
+                   help="batch-norm moving-average momentum (lower for very short runs)")
     p.add_argument("--patience", type=int, default=TrainConfig.patience,
                    help="stop after this many epochs without a better validation accuracy (0: never)")
     p.add_argument("--target-accuracy", type=float, default=None, metavar="ACC",
@@ -510,7 +546,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = TrainConfig(network=args.model, profile=args.profile, width=args.width, epochs=args.epochs,
                       batch_size=args.batch_size, learning_rate=args.lr, target_accuracy=target,
                       patience=args.patience, augment=not args.no_augment, seed=args.seed,
-                      class_weighting=not args.no_class_weights, time_limit=args.time_limit)
+                      class_weighting=not args.no_class_weights, time_limit=args.time_limit,
+                      weight_decay=args.weight_decay, dropout=args.dropout, bn_momentum=args.bn_momentum)
     train(data=args.data, out=args.out, config=cfg, features=args.features, save_features=args.save_features,
           layout=args.layout, strict=args.strict, cache_dir=args.cache_dir, resume=args.resume,
           distribute=args.distribute, export_weights=args.export_weights, export_dtype=args.export_dtype, verbose=0 if args.quiet else 1)

@@ -69,7 +69,8 @@ def load_weights(weights_dir: str | Path, prefix: str) -> tuple[list[np.ndarray]
     return [arrays[i] for i in range(len(arrays))], meta
 
 
-def import_run(*, weights_dir: str | Path, prefix: str, features: str | Path, out: str | Path) -> dict[str, Any]:
+def import_run(*, weights_dir: str | Path, prefix: str, features: str | Path, out: str | Path,
+               data: str | Path | None = None, recalibrate_bn: int = 0) -> dict[str, Any]:
     """Rebuild the network, load exported weights, and write a complete run folder in ``out``."""
     import dataclasses
 
@@ -80,15 +81,22 @@ def import_run(*, weights_dir: str | Path, prefix: str, features: str | Path, ou
     from training.train import TrainConfig, _save_model_atomic, split_csv
 
     weights, meta = load_weights(weights_dir, prefix)
-    cfg_dict = dict(meta["train_config"])
+    cfg_dict = {k: v for k, v in meta["train_config"].items() if k != "label_smoothing"}
     cfg = TrainConfig(**{k: v for k, v in cfg_dict.items() if k in {f.name for f in dataclasses.fields(TrainConfig)}})
     fs = FeatureSet.load(features)
     fs.config = FeatureConfig.from_dict(meta["feature_config"])
     if fs.label_names != list(meta["labels"]):
         raise AuricleError("the feature set's labels differ from the exported model's; use the same features")
     model = build_model(cfg.network, model_input_shape(fs.config), len(fs.label_names), profile=fs.config.profile,
-                        width=cfg.resolved_width(), dropout=cfg.dropout)
+                        width=cfg.resolved_width(), dropout=cfg.dropout, bn_momentum=cfg.bn_momentum)
     model.set_weights(weights)
+    summary = dict(meta["summary"])
+    if recalibrate_bn:
+        from training.train import recalibrate_batchnorm
+        batches = recalibrate_batchnorm(model, fs, clips=recalibrate_bn)
+        summary["bn_recalibrated"] = f"moving statistics re-estimated over {recalibrate_bn} training clips " \
+                                     f"({batches} batches) after import"
+        print(summary["bn_recalibrated"], flush=True)
     model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -96,11 +104,12 @@ def import_run(*, weights_dir: str | Path, prefix: str, features: str | Path, ou
     (out / "feature_config.json").write_text(fs.config.to_json() + "\n")
     (out / "labels.txt").write_text("\n".join(fs.label_names) + "\n")
     (out / "history.csv").write_text(meta["history_csv"])
-    (out / "train_config.json").write_text(json.dumps({**cfg.to_dict(), "features": str(features),
+    (out / "train_config.json").write_text(json.dumps({**cfg.to_dict(), "data": str(data) if data else None,
+                                                       "features": str(features),
                                                        "trained_on": meta["summary"].get("device")}, indent=2))
-    (out / "train_summary.json").write_text(json.dumps(meta["summary"], indent=2))
+    (out / "train_summary.json").write_text(json.dumps(summary, indent=2))
     split_csv(fs, out / "split.csv")
-    return write_report(out, fs, cfg, meta["summary"], skipped=meta.get("skipped", []), model=model)
+    return write_report(out, fs, cfg, summary, skipped=meta.get("skipped", []), model=model)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -113,8 +122,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     imp.add_argument("--prefix", required=True, help="the run name used at export")
     imp.add_argument("--features", required=True, help="the same feature .npz the GPU run trained on")
     imp.add_argument("--out", required=True)
+    imp.add_argument("--recalibrate-bn", type=int, default=0, metavar="CLIPS",
+                     help="re-estimate batch-norm statistics over CLIPS training clips (repairs short runs)")
+    imp.add_argument("--data", help="the dataset folder the features came from (recorded for the converter)")
     args = p.parse_args(argv)
-    report = import_run(weights_dir=args.weights, prefix=args.prefix, features=args.features, out=args.out)
+    report = import_run(weights_dir=args.weights, prefix=args.prefix, features=args.features, out=args.out,
+                        data=args.data, recalibrate_bn=args.recalibrate_bn)
     print(f"{args.out}: test accuracy {report['accuracy'].get('test', float('nan')):.4f}")
     return 0
 

@@ -1,0 +1,214 @@
+"""Training: model builders, tiny real runs per network and profile, stops, signals, resume, CLI errors."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.errors import AuricleError
+
+keras = pytest.importorskip("keras")
+
+from training.data import split_of  # noqa: E402
+from training.models import build_model, count_macs  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+CLIPS = REPO / "tests" / "data" / "speech_commands"
+CLASSES = ("yes", "no", "_silence_")
+ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "3", "AURICLE_LOADER_THREADS": "1"}
+
+
+def _speaker_for(split: str, salt: str) -> str:
+    """An 8-hex fake speaker id that the sha1 rule puts in ``split``."""
+    for i in range(10_000):
+        spk = hashlib.sha1(f"{salt}-{i}".encode()).hexdigest()[:8]
+        if split_of(spk) == split:
+            return spk
+    raise AssertionError("no speaker found")
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """3 classes x 6 real clips, renamed so each class has 4 train, 1 val, 1 test clip (speaker rule)."""
+    root = tmp_path_factory.mktemp("tiny_data")
+    plan = ["train"] * 4 + ["val", "test"]
+    for label in CLASSES:
+        (root / label).mkdir()
+        for k, (src, split) in enumerate(zip(sorted((CLIPS / label).glob("*.wav")), plan)):
+            if label == "_silence_":
+                stem = next(s for s in (f"{k}{i}" for i in range(1000)) if split_of(s) == split)
+                name = f"{stem}.wav"
+            else:
+                name = f"{_speaker_for(split, f'{label}{k}')}_nohash_0.wav"
+            shutil.copy(src, root / label / name)
+    return root
+
+
+def _cfg(network: str, profile: str, **kw):
+    from training.train import TrainConfig
+    base = dict(network=network, profile=profile, width=0.25, epochs=6, batch_size=4, learning_rate=3e-3,
+                patience=0, bn_momentum=0.6, dropout=0.0, seed=1, augment=True)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+# -- builders --------------------------------------------------------------------------------
+@pytest.mark.parametrize("network", ["mobilenet", "resnet18"])
+def test_builders_for_both_profiles(network):
+    seed = build_model(network, (224, 224, 3), 13, profile="seed")
+    edge = build_model(network, (97, 40, 1), 13, profile="edge", width=0.5)
+    for m in (seed, edge):
+        assert m.output_shape == (None, 13)
+        assert m.get_layer("predictions").units == 13
+        assert m.get_layer("stem_conv") is not None
+    assert seed.get_layer("rescale") is not None
+    # the edge stem keeps the mel axis: nothing is downsampled to nothing
+    last = [layer for layer in edge.layers if isinstance(layer, keras.layers.ReLU)][-1]
+    assert min(last.output.shape[1:3]) >= 2
+    assert count_macs(edge) < count_macs(seed)
+
+
+def test_edge_mobilenet_is_a_tenth_of_the_seed_macs():
+    seed = build_model("mobilenet", (224, 224, 3), 12, profile="seed", width=1.0)
+    edge = build_model("mobilenet", (97, 40, 1), 12, profile="edge", width=0.5)
+    assert count_macs(edge) * 10 <= count_macs(seed)
+    # the study's 13-class MobileNet v1 at alpha 1.0: 3,228,864 feature weights + a 1024x13 classifier
+    assert build_model("mobilenet", (224, 224, 3), 13, profile="seed").count_params() == 3_242_189
+
+
+def test_builder_argument_checks():
+    with pytest.raises(AuricleError, match="num_classes"):
+        build_model("mobilenet", (97, 40, 1), 1, profile="edge")
+    with pytest.raises(AuricleError, match="input_shape"):
+        build_model("resnet18", (97, 40), 5, profile="edge")
+    with pytest.raises(AuricleError, match="width"):
+        build_model("mobilenet", (97, 40, 1), 5, profile="edge", width=0)
+    with pytest.raises(AuricleError, match="unknown network"):
+        build_model("vgg", (97, 40, 1), 5, profile="edge")
+
+
+# -- tiny real runs --------------------------------------------------------------------------
+ARTIFACTS = ("model.keras", "labels.txt", "feature_config.json", "split.csv", "history.csv", "report.json",
+             "report.md", "curves.png", "confusion.png", "train_config.json")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("network,profile", [("mobilenet", "edge"), ("resnet18", "edge"),
+                                             ("mobilenet", "seed"), ("resnet18", "seed")])
+def test_tiny_run_trains_and_writes_every_artifact(tiny_data, tmp_path, network, profile):
+    from training.featureset import model_inputs
+    from training.train import build_featureset, train
+
+    out = tmp_path / f"{network}_{profile}"
+    report = train(data=tiny_data, out=out, config=_cfg(network, profile, epochs=8), cache_dir=tmp_path / "cache",
+                   verbose=0)
+    for name in ARTIFACTS:
+        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+    assert report["split_sizes"] == {"train": 12, "val": 3, "test": 3}
+    assert report["accuracy"]["train"] > 1 / len(CLASSES) + 0.1, report["accuracy"]  # beats chance
+    assert set(report["test_metrics"]["per_class"]) == set(CLASSES)
+    assert report["params"] > 0 and report["macs"] > 0 and report["training"]["train_seconds"] > 0
+    rows = list(csv.DictReader(open(out / "split.csv")))
+    assert {r["split"] for r in rows} == {"train", "val", "test"}
+    assert len(list(csv.DictReader(open(out / "history.csv")))) == 8
+
+    # model.keras reloads in safe mode and predicts what the report says
+    fs, _ = build_featureset(tiny_data, profile, cache_dir=tmp_path / "cache", progress=False)
+    from edge.features import FeatureConfig
+    fs.config = FeatureConfig.from_json((out / "feature_config.json").read_text())
+    model = keras.saving.load_model(out / "model.keras", safe_mode=True)
+    idx = fs.indices("train")
+    pred = np.argmax(model.predict(model_inputs(fs, idx), verbose=0), axis=-1)
+    assert abs(float(np.mean(pred == fs.y[idx])) - report["accuracy"]["train"]) < 1e-3
+
+
+def test_threshold_stop_fires(tiny_data, tmp_path):
+    from training.train import train
+    out = tmp_path / "stop"
+    report = train(data=tiny_data, out=out, config=_cfg("mobilenet", "edge", epochs=20, target_accuracy=0.01),
+                   cache_dir=tmp_path / "cache", verbose=0)
+    assert report["training"]["epochs_run"] == 1
+    assert "target" in report["training"]["stop_reason"]
+
+
+def test_resume_continues_from_the_checkpoint(tiny_data, tmp_path):
+    from training.train import train
+    out = tmp_path / "resume"
+    train(data=tiny_data, out=out, config=_cfg("mobilenet", "edge", epochs=2), cache_dir=tmp_path / "c", verbose=0)
+    assert json.loads((out / "checkpoint.json").read_text())["epoch"] == 2
+    report = train(data=tiny_data, out=out, config=_cfg("mobilenet", "edge", epochs=3), cache_dir=tmp_path / "c",
+                   resume=True, verbose=0)
+    assert report["training"]["epochs_run"] == 3
+    assert len(list(csv.DictReader(open(out / "history.csv")))) == 3
+
+
+def _cli(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "training.train", *args], capture_output=True, text=True,
+                          cwd=REPO, env=ENV, **kw)
+
+
+@pytest.mark.slow
+def test_sigint_leaves_a_loadable_best_model_and_a_report(tiny_data, tmp_path):
+    out = tmp_path / "interrupted"
+    proc = subprocess.Popen([sys.executable, "-m", "training.train", "--data", str(tiny_data), "--out", str(out),
+                             "--model", "mobilenet", "--profile", "edge", "--width", "0.25", "--epochs", "500",
+                             "--batch-size", "4", "--patience", "0", "--quiet", "--cache-dir", str(tmp_path / "c")],
+                            cwd=REPO, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and not (out / "checkpoint.json").is_file():
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.5)
+    assert (out / "checkpoint.json").is_file(), "no epoch finished in time"
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 0, stderr[-2000:]
+    assert "SIGINT" in stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["training"]["stop_reason"] == "signal SIGINT"
+    assert report["training"]["epochs_run"] < 500
+    model = keras.saving.load_model(out / "model.keras", safe_mode=True)
+    assert model.output_shape == (None, len(CLASSES))
+
+
+@pytest.mark.parametrize("case", ["missing", "one_class", "empty_class", "bad_target"])
+def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, tiny_data, case):
+    args = ["--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "c")]
+    if case == "missing":
+        args += ["--data", str(tmp_path / "nope")]
+    elif case == "one_class":
+        d = tmp_path / "one"
+        shutil.copytree(tiny_data / "yes", d / "yes")
+        args += ["--data", str(d)]
+    elif case == "empty_class":
+        d = tmp_path / "empty"
+        shutil.copytree(tiny_data, d)
+        (d / "broken").mkdir()
+        (d / "broken" / "x.wav").write_text("not audio")
+        args += ["--data", str(d)]
+    else:
+        args += ["--data", str(tiny_data), "--target-accuracy", "1.5"]
+    r = _cli(*args, timeout=120)
+    assert r.returncode == 2, r.stderr
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip() and "error" in ln]
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "run" / "model.keras").exists()
+
+
+def test_resume_with_a_mismatched_feature_config_is_refused(tiny_data, tmp_path):
+    from training.train import train
+    out = tmp_path / "mismatch"
+    train(data=tiny_data, out=out, config=_cfg("mobilenet", "edge", epochs=1), cache_dir=tmp_path / "c", verbose=0)
+    r = _cli("--data", str(tiny_data), "--out", str(out), "--profile", "seed", "--width", "0.25", "--resume",
+             "--epochs", "2", "--cache-dir", str(tmp_path / "c"), timeout=300)
+    assert r.returncode == 2, r.stderr
+    assert "does not match the feature config" in r.stderr and "Traceback" not in r.stderr
