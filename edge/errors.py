@@ -22,7 +22,12 @@ class AudioError(AuricleError):
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     """Print ``error: message`` on stderr (one line) and exit."""
     text = " ".join(str(message).split())
-    prog = sys.argv[0].rsplit("/", 1)[-1] if sys.argv and sys.argv[0] else "auricle"
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None and spec.name and spec.name != "__main__":
+        prog = spec.name.removesuffix(".__main__")          # python -m edge.listen -> edge.listen
+    else:
+        prog = sys.argv[0].rsplit("/", 1)[-1] if sys.argv and sys.argv[0] else "auricle"
     print(f"{prog}: error: {text}", file=sys.stderr, flush=True)
     raise SystemExit(code)
 

@@ -219,10 +219,12 @@ def add_detector_arguments(p: argparse.ArgumentParser) -> None:
                    "or $AURICLE_BUNDLE)")
     p.add_argument("--hop", type=_positive(float, "--hop"), default=DEFAULT_HOP, metavar="SEC",
                    help=f"seconds between windows, rounded to whole frames (default {DEFAULT_HOP})")
-    p.add_argument("--threshold", type=_probability, default=DEFAULT_THRESHOLD, metavar="P",
-                   help=f"smoothed score needed for an event (default {DEFAULT_THRESHOLD})")
-    p.add_argument("--smooth", type=_positive(int, "--smooth"), default=DEFAULT_SMOOTH, metavar="N",
-                   help=f"windows averaged before thresholding (default {DEFAULT_SMOOTH})")
+    p.add_argument("--threshold", type=_probability, default=None, metavar="P",
+                   help=f"smoothed score needed for an event (default: the bundle's tuned value, else "
+                        f"{DEFAULT_THRESHOLD})")
+    p.add_argument("--smooth", type=_positive(int, "--smooth"), default=None, metavar="N",
+                   help=f"windows averaged before thresholding (default: the bundle's tuned value, else "
+                        f"{DEFAULT_SMOOTH})")
     p.add_argument("--min-gap", type=_positive(float, "--min-gap", allow_zero=True), default=DEFAULT_MIN_GAP,
                    metavar="SEC", help=f"debounce: seconds between two events of one label "
                    f"(default {DEFAULT_MIN_GAP})")
@@ -251,8 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def listen(*, bundle: str | os.PathLike[str] | None = None, device: str | int | None = None,
-           files: Sequence[str] | None = None, realtime: bool = False, hop: float, threshold: float,
-           smooth: int, min_gap: float, json_lines: bool = False, all_scores: bool = False,
+           files: Sequence[str] | None = None, realtime: bool = False, hop: float, threshold: float | None,
+           smooth: int | None, min_gap: float | None, json_lines: bool = False, all_scores: bool = False,
            num_threads: int | None = None, coral: bool = False, record: str | None = None,
            duration: float | None = None, out: Any = None, err: Any = None,
            file_chunk: int = DEFAULT_FILE_CHUNK) -> dict[str, Any]:

@@ -9,7 +9,8 @@ The streaming path (one worker, any chunking, bit-identical results)::
     samples (source rate) -> Resampler -> StreamingLogMel -> frame ring (preallocated, mirrored)
       every hop: last n_frames frames -> normalise (manifest) -> [seed: image] -> quantise (interpreter
       scale/zero point) -> invoke -> dequantise (widened ints) -> mean of the last ``smooth`` windows
-      -> threshold + per-label debounce (``min_gap``) -> events (background labels never fire)
+      -> threshold + per-label debounce (``min_gap``, and hysteresis: after an event the label must fall below
+         REARM_FRACTION x threshold before it can fire again) -> events (background labels never fire)
 
 Event time = end of the window, in seconds of the stream (dropped audio counted, so it stays wall-clock-like).
 """
@@ -60,6 +61,7 @@ DEFAULT_HOP = 0.1          # seconds between windows (rounded to whole frames)
 DEFAULT_THRESHOLD = 0.5    # smoothed score needed for an event
 DEFAULT_SMOOTH = 3         # windows averaged
 DEFAULT_MIN_GAP = 1.0      # seconds between two events of one label
+REARM_FRACTION = 0.5       # after an event, a label fires again only once its score fell below this x threshold
 _EDGETPU_LIB = {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib", "Windows": "edgetpu.dll"}
 
 
@@ -380,11 +382,16 @@ class StreamingDetector:
     """
 
     def __init__(self, bundle: Bundle | str | os.PathLike[str] | None = None, *, sample_rate: int | None = None,
-                 hop: float = DEFAULT_HOP, threshold: float = DEFAULT_THRESHOLD, smooth: int = DEFAULT_SMOOTH,
-                 min_gap: float = DEFAULT_MIN_GAP, model: str | None = None, num_threads: int | None = None,
+                 hop: float = DEFAULT_HOP, threshold: float | None = None, smooth: int | None = None,
+                 min_gap: float | None = None, model: str | None = None, num_threads: int | None = None,
                  coral: bool = False, all_scores: bool = False, latency_history: int = 8192) -> None:
-        _check_settings(hop=hop, threshold=threshold, smooth=smooth, min_gap=min_gap)
         self.bundle = _as_bundle(bundle)
+        # None: the bundle's tuned detector settings (manifest "detector"), else the library defaults
+        tuned = self.bundle.manifest.get("detector") or {}
+        threshold = float(tuned.get("threshold", DEFAULT_THRESHOLD)) if threshold is None else threshold
+        smooth = int(tuned.get("smooth", DEFAULT_SMOOTH)) if smooth is None else smooth
+        min_gap = float(tuned.get("min_gap", DEFAULT_MIN_GAP)) if min_gap is None else min_gap
+        _check_settings(hop=hop, threshold=threshold, smooth=smooth, min_gap=min_gap)
         cfg = self.config = self.bundle.feature_config
         self.labels = self.bundle.labels
         self.background = frozenset(self.bundle.background_labels)
@@ -422,6 +429,7 @@ class StreamingDetector:
             self.sample_rate = rate
             self._resampler = Resampler(rate, self.model_rate) if rate != self.model_rate else None
         self._last_event = [-math.inf] * len(self.labels)
+        self._armed = [True] * len(self.labels)
         self._stream_index = 0           # windows in this stream
         self._in_samples = 0             # input samples in this stream, gaps included
         self._restart_segment()
@@ -518,10 +526,16 @@ class StreamingDetector:
         index = self._stream_index
         fired: list[Event] = []
         thr = self.threshold
+        rearm = thr * REARM_FRACTION
         for li in self._fg_idx:
             score = sm[li]
+            if not self._armed[li]:
+                if score < rearm:   # hysteresis: the word must fade before the same label can fire again
+                    self._armed[li] = True
+                continue
             if score >= thr and t - self._last_event[li] >= self.min_gap - 1e-9:
                 self._last_event[li] = t
+                self._armed[li] = False
                 fired.append(Event(time=t, label=self.labels[li], score=float(score), window=index,
                                    scores=tuple(float(v) for v in sm) if self.all_scores else None))
         if len(fired) > 1:

@@ -33,12 +33,13 @@ def active_region(x: np.ndarray, *, frame: int = 160, rel_db: float = -30.0) -> 
     return int(on[0] * frame), int((on[-1] + 1) * frame)
 
 
-def build(*, data: Path, out: Path, seed: int = 7, duration: float = 20.0) -> tuple[Path, Path]:
+def build(*, data: Path, out: Path, seed: int = 7, duration: float = 20.0, split: str = "test",
+          name: str = "speech_commands_stream") -> tuple[Path, Path]:
     from training.data import discover
 
-    clips = [c for c in discover(data) if c.split == "test"]
+    clips = [c for c in discover(data) if c.split == split]
     if not clips:
-        raise AuricleError(f"no test-split clips under {data}; pass the Speech Commands folder with --data")
+        raise AuricleError(f"no {split}-split clips under {data}; pass the Speech Commands folder with --data")
     rng = np.random.default_rng(seed)
     import soundfile as sf
 
@@ -48,7 +49,8 @@ def build(*, data: Path, out: Path, seed: int = 7, duration: float = 20.0) -> tu
     stream = np.zeros(total, dtype=np.float32)
     bed = np.resize(bed, total)
     rows = []
-    words = list(rng.permutation(KEYWORDS))
+    n_words = max(1, int(round(duration / 2.0)))
+    words = [w for _ in range(-(-n_words // len(KEYWORDS))) for w in rng.permutation(KEYWORDS)][:n_words]
     slot = total // (len(words) + 1)
     speech_rms = []
     for k, word in enumerate(words):
@@ -69,7 +71,7 @@ def build(*, data: Path, out: Path, seed: int = 7, duration: float = 20.0) -> tu
     if peak > 0.99:
         stream *= 0.99 / peak
     out.mkdir(parents=True, exist_ok=True)
-    wav, truth = out / "speech_commands_stream.wav", out / "speech_commands_stream.csv"
+    wav, truth = out / f"{name}.wav", out / f"{name}.csv"
     sf.write(wav, stream, SR, subtype="PCM_16")
     with open(truth, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=["start", "end", "label", "source"])
@@ -83,9 +85,12 @@ def main(argv=None) -> int:
     p.add_argument("--data", type=Path, default=Path("../shared/data/speech_commands_v0.02_test"))
     p.add_argument("--out", type=Path, default=Path("samples"))
     p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--duration", type=float, default=20.0)
+    p.add_argument("--duration", type=float, default=20.0, help="seconds; one keyword per 2 s")
+    p.add_argument("--split", choices=("train", "val", "test"), default="test",
+                   help="speakers to draw from: test for the shipped sample, val for tuning detector settings")
+    p.add_argument("--name", default="speech_commands_stream")
     a = p.parse_args(argv)
-    wav, truth = build(data=a.data, out=a.out, seed=a.seed, duration=a.duration)
+    wav, truth = build(data=a.data, out=a.out, seed=a.seed, duration=a.duration, split=a.split, name=a.name)
     print(f"wrote {wav} and {truth}")
     return 0
 
