@@ -207,6 +207,9 @@ def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             json.dump(data, fh, indent=2, sort_keys=False, default=_json_default)
             fh.write("\n")
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)   # mkstemp makes 0600; a bundle file should read like any other
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -530,9 +530,10 @@ class StreamingDetector:
         for li in self._fg_idx:
             score = sm[li]
             if not self._armed[li]:
-                if score < rearm:   # hysteresis: the word must fade before the same label can fire again
-                    self._armed[li] = True
-                continue
+                if score < rearm or rearm <= 0.0:   # hysteresis (off at threshold 0): the word must fade
+                    self._armed[li] = True           # before the same label can fire again
+                else:
+                    continue
             if score >= thr and t - self._last_event[li] >= self.min_gap - 1e-9:
                 self._last_event[li] = t
                 self._armed[li] = False

@@ -225,6 +225,22 @@ def test_background_labels_never_fire_and_debounce_holds(edge_bundle):
     assert all(sorted(e.label for e in w.events) == ["no", "yes"] for w in windows)
 
 
+def test_a_word_held_in_the_window_fires_once_until_its_score_falls(edge_bundle):
+    from edge import StreamingDetector
+    from edge.runtime import REARM_FRACTION
+
+    x = word_stream([YES_CLIP, YES_CLIP, NO_CLIP], pad=0.3)
+    det = StreamingDetector(edge_bundle, threshold=0.5, smooth=1, min_gap=0.0, num_threads=1)
+    windows = det.push_windows(x)
+    for label in ("yes", "no"):
+        li = det.labels.index(label)
+        fired = [i for i, w in enumerate(windows) if any(e.label == label for e in w.events)]
+        for a, b in zip(fired, fired[1:]):   # between two events the score dipped below the re-arm level
+            assert min(w.raw[li] for w in windows[a + 1:b + 1]) < 0.5 * REARM_FRACTION
+        above = sum(1 for w in windows if w.raw[li] >= 0.5)
+        assert 1 <= len(fired) < above   # without hysteresis (min_gap 0) every window above 0.5 would fire
+
+
 def test_smoothing_is_the_mean_of_recent_windows(edge_bundle):
     from edge import StreamingDetector
 

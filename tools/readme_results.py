@@ -1,0 +1,99 @@
+"""Render the README's results block from the shipped bundles' manifests and reports (never typed by hand).
+
+    python tools/readme_results.py            # print the block
+    python tools/readme_results.py --write    # replace the block between the RESULTS markers in README.md
+    python tools/readme_results.py --check    # exit 1 if README.md's block differs (the test suite runs this)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+BEGIN, END = "<!-- RESULTS:BEGIN (tools/readme_results.py) -->", "<!-- RESULTS:END -->"
+ORDER = ("kws_mobilenet_edge", "kws_resnet18_edge", "kws_mobilenet_seed", "kws_resnet18_seed")
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.1f} %"
+
+
+def _mb(n: int | None) -> str:
+    return "n/a" if n is None else f"{n / 1e6:.2f} MB"
+
+
+def bundles(root: Path = ROOT / "firmware_assets") -> list[Path]:
+    found = {p.name: p for p in root.iterdir() if (p / "manifest.json").is_file()} if root.is_dir() else {}
+    return [found[n] for n in ORDER if n in found] + [found[n] for n in sorted(found) if n not in ORDER]
+
+
+def render() -> str:
+    rows, lines = [], []
+    for b in bundles():
+        m = json.loads((b / "manifest.json").read_text())
+        v = m.get("verification", {})
+        acc = v.get("accuracy", {})
+        sizes = v.get("sizes", {}) or {}
+        net = m.get("network", {})
+        tr = m.get("training", {})
+        summ = tr.get("summary", {})
+        f32 = sizes.get("model_float32.tflite")
+        i8 = sizes.get("model_int8.tflite")
+        ratio = f"{v['int8_to_float32_size']:.3f}" if v.get("int8_to_float32_size") else (
+            f"{i8 / f32:.3f}" if (i8 and f32) else "n/a")
+        rows.append(f"| `{b.name}` | {net.get('name')} / {net.get('profile')} | {net.get('params', 0):,} | "
+                    f"{net.get('macs', 0) / 1e6:.1f} M | {_pct(acc.get('keras_float'))} | "
+                    f"{_pct(acc.get('tflite_int8'))} | {_pct(v.get('agreement', {}).get('int8_vs_keras_float'))} | "
+                    f"{_mb(i8)} | {ratio} | {summ.get('epochs_run', '?')} ep, {summ.get('train_seconds', 0):.0f} s, "
+                    f"{summ.get('backend', '?')} |")
+    if not rows:
+        return "No bundles in firmware_assets/ yet: run `make firmware`."
+    lines += ["## Results", "",
+              "Speech Commands v0.02 test set (4,890 clips, 12 classes) with the speaker-disjoint split "
+              "(3,965 train / 352 val / 573 test clips). Accuracy is on the **test** split; the int8 model runs "
+              "in ai-edge-litert through the same code as the device. Training ran on one NVIDIA H200 "
+              "(Keras 3 on JAX; the seed MobileNet on PyTorch), conversion and evaluation on this 2-core CPU.",
+              "",
+              "| bundle | network / profile | params | MACs | float test | int8 test | int8 = float | int8 size "
+              "| int8/f32 size | training |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"] + rows
+    default = ROOT / "firmware_assets" / ORDER[0] / "report.md"
+    if default.is_file():
+        lines += ["", f"Per-class precision and recall, confusion matrices and curves: each bundle's `report.md` "
+                      f"(e.g. [{ORDER[0]}](firmware_assets/{ORDER[0]}/report.md))."]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--write", action="store_true")
+    g.add_argument("--check", action="store_true")
+    a = p.parse_args(argv)
+    block = f"{BEGIN}\n{render()}\n{END}"
+    readme = ROOT / "README.md"
+    text = readme.read_text()
+    if BEGIN not in text or END not in text:
+        print(f"README.md lacks the {BEGIN} ... {END} markers", file=sys.stderr)
+        return 2
+    head, rest = text.split(BEGIN, 1)
+    current = BEGIN + rest.split(END, 1)[0] + END
+    if a.check:
+        if current != block:
+            print("README.md results differ from the bundles: run python tools/readme_results.py --write",
+                  file=sys.stderr)
+            return 1
+        return 0
+    if a.write:
+        readme.write_text(head + block + rest.split(END, 1)[1])
+        return 0
+    print(block)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
