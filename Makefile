@@ -3,6 +3,7 @@ PY      ?= python3
 VENV    ?= .venv
 BIN     := $(VENV)/bin
 PYTEST_ARGS ?=
+PI_CHECK_ARGS ?=
 DEMO_STREAM ?= samples/speech_commands_stream.wav
 
 .PHONY: demo test test-fast listen firmware bench pi-check clean
@@ -40,7 +41,7 @@ bench: $(VENV)/.all-installed
 	$(BIN)/python benchmarks/latency.py --bundles firmware_assets/* --out results/
 
 pi-check: $(VENV)/.edge-installed
-	bash tools/pi_check.sh
+	bash tools/pi_check.sh $(PI_CHECK_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

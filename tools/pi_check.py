@@ -8,8 +8,10 @@ emulation, no binfmt, no root needed after the first build), does what a Pi user
     python3 -m venv .venv
     .venv/bin/pip install -e '.[edge]'          # pip running *on aarch64* picks the wheels
     .venv/bin/python -m edge.listen --list-devices
-    .venv/bin/python -m edge.listen --file STREAM --json            (default bundle)
-    .venv/bin/python -m edge.listen --file CLIP --json --model B     (every shipped int8 bundle)
+    .venv/bin/python -m edge.listen --file STREAM --json            (the default bundle)
+    .venv/bin/python -m edge.listen --file CLIP --json --model B     (every shipped int8 bundle, one clip each)
+
+(both with ``--all-scores``, so every window's scores are compared, and the stream capped by ``--duration``).
 
 The same ``edge.listen`` commands run on x86 with the project's own venv. Events must have the same labels
 at the same times and every window's scores must agree within ``--tolerance``; any difference is
@@ -21,7 +23,7 @@ The cache (``$AURICLE_PI_CACHE``, default ``~/.cache/auricle/pi-check``) holds:
     root/      arm64 bookworm: ``debootstrap --foreign --variant=minbase`` + ``dpkg-deb -x`` of its .debs
     venv/      the Pi-side venv, made by the root's python3 -m venv + ensurepip + pip install -e '.[edge]'
     src/       the Pi-side "checkout": setup.cfg, pyproject.toml, edge/ (re-copied on every run)
-    pip/       the Pi-side pip's download cache
+    logs/      debootstrap, venv, ensurepip, pip and probe output; last-report.json: the last comparison
 
 Delete the folder for a cold run. The venv is rebuilt when setup.cfg or pyproject.toml change, or with
 ``--refresh`` (to pick up new releases).
@@ -33,7 +35,7 @@ How the emulation is wired, and why:
   ``bin/python`` symlink (-> /usr/bin/python3) would resolve to the *host's* x86 python. So the venv's
   ``bin/python`` is a small sh wrapper that execs qemu on the root's python3.11 with ``argv[0]`` set to
   itself (Python then finds ``pyvenv.cfg``). pip's own subprocesses, build isolation included, go through
-  the same wrapper, so everything that runs is aarch64.
+  the same wrapper, so every python that runs is the Pi's aarch64 one.
 * qemu 7.2 passes the host's x86 ``/proc/cpuinfo`` through; LiteRT's cpuinfo library then crashes
   (SIGSEGV while creating the interpreter). A real Pi kernel shows an ARM cpuinfo, so the root gets one
   for the emulated CPU model: ``cortex-a72`` (Pi 4, the default) or ``cortex-a76`` (Pi 5). qemu raises
@@ -43,8 +45,9 @@ How the emulation is wired, and why:
   library that is then loaded is the root's arm64 one (the probe prints its path). The host needs
   libportaudio2 anyway, for the x86 side.
 
-Only the standard library is used here; the host's pip (of ``--x86-python``) pre-resolves the aarch64
-wheels offline-fast, before the slow emulated pip runs.
+Only the standard library is used here. Before the slow emulated pip runs, the host's pip (of
+``--x86-python``) resolves the same requirements for bookworm's aarch64 tags in a few seconds, so a missing
+wheel is reported at once, naming the package and the Python version (``--resolve-only`` does just that).
 """
 from __future__ import annotations
 
@@ -55,7 +58,6 @@ import contextlib
 import dataclasses
 import datetime
 import fcntl
-import glob
 import hashlib
 import json
 import os
@@ -522,7 +524,7 @@ def guest_env(cache: Cache, cpu: str, *, pip: bool = False) -> dict[str, str]:
             env[k] = os.environ[k]
     if pip:
         env = pip_env(dict(env, **{k: v for k, v in os.environ.items() if k.startswith("PIP_")}))
-        env["PIP_CACHE_DIR"] = str(cache.path / "pip")
+        env["PIP_NO_CACHE_DIR"] = "1"   # each venv build downloads afresh, like a new Pi
     return env
 
 
@@ -698,7 +700,8 @@ def pick_clip(manifest: dict[str, Any], clips: Path) -> Path:
 
 def default_bundles() -> list[Path]:
     base = REPO / "firmware_assets"
-    return sorted(p for p in base.glob("*/") if (p / "manifest.json").is_file())
+    return sorted(p for p in base.glob("*/") if not p.name.startswith(".")     # .NAME.tmp-*: being written
+                  and (p / "manifest.json").is_file())
 
 
 def plan_cases(*, bundles: Sequence[Path], default_bundle: Path, stream: Path, clips: Path,
@@ -735,8 +738,9 @@ def run_one(python: str, case: Case, *, env: dict[str, str], cwd: Path, timeout:
                               text=True, timeout=timeout)
         rc, out, err = proc.returncode, proc.stdout, proc.stderr
     except subprocess.TimeoutExpired as exc:
-        rc, out, err = 124, (exc.stdout or b"").decode() if isinstance(exc.stdout, bytes) else (exc.stdout or ""), \
-            f"timed out after {timeout} s"
+        partial = exc.stdout or ""
+        out = partial.decode(errors="replace") if isinstance(partial, bytes) else partial
+        rc, err = 124, f"timed out after {timeout} s"
     return Outcome(rc, out, err, time.monotonic() - t0)
 
 
@@ -794,16 +798,16 @@ def compare(case: Case, a: Outcome, x: Outcome, tolerance: float) -> dict[str, A
     worst = None
     pairs = [(wx["time"], label, wa["scores"].get(label), sx)
              for wa, wx in zip(pa["windows"], px["windows"]) for label, sx in wx["scores"].items()]
-    pairs += [(ex["time"], ex["label"], ea.get("score"), ex.get("score")) for ea, ex in zip(pa["events"], px["events"])]
+    pairs += [(ex["time"], ex["label"], ea.get("score"), ex.get("score"))
+              for ea, ex in zip(pa["events"], px["events"])]
     for when, label, sa, sx in pairs:
         d = abs(float(sa) - float(sx)) if sa is not None and sx is not None else float("inf")
         if d != d:                     # NaN: as different as it gets
             d = float("inf")
         if d > diff:
             diff, worst = d, (when, label)
+            row["worst"] = {"time": when, "label": label, "aarch64": sa, "x86": sx}
     row["max_score_diff"] = diff
-    if worst is not None:
-        row["worst"] = {"time": worst[0], "label": worst[1]}
     if not diff <= tolerance:
         row["problems"].append(f"score difference {diff:.4f} > tolerance {tolerance} (at {worst[1]!r}, "
                                f"{worst[0]} s)" if worst else f"score difference {diff} > tolerance {tolerance}")
@@ -823,8 +827,9 @@ def format_table(rows: Sequence[dict[str, Any]], tolerance: float) -> str:
     body = []
     for r in rows:
         if r["what"] == "devices":
-            body.append([r["name"], "devices", "-", "-", "-", "-", "-", f"{r['aarch64_s']:.1f}", f"{r['x86_s']:.1f}",
-                         ("ok" if r["ok"] else "FAIL") + ("" if r.get("same_output", True) else " (lists differ)")])
+            result = ("ok" if r["ok"] else "FAIL") + ("" if r.get("same_output", True) else " (lists differ)")
+            body.append([r["name"], "devices", "-", "-", "-", "-", "-", f"{r['aarch64_s']:.1f}",
+                         f"{r['x86_s']:.1f}", result])
             continue
         diff = r.get("max_score_diff")
         body.append([r["name"], r["what"], r["input"], str(r.get("windows", "-")), str(r.get("events", "-")),
@@ -861,13 +866,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bundles", nargs="+", type=Path, metavar="DIR",
                    help="bundle folders to check on one clip each (default: firmware_assets/*/)")
     p.add_argument("--default-bundle", type=Path, metavar="DIR",
-                   help=f"bundle for the stream run (default: $AURICLE_BUNDLE, firmware_assets/{DEFAULT_BUNDLE_NAME},"
-                        " else the first of --bundles)")
+                   help="bundle for the stream run (default: $AURICLE_BUNDLE, "
+                        f"firmware_assets/{DEFAULT_BUNDLE_NAME}, else the first of --bundles)")
     p.add_argument("--stream", type=Path, default=REPO / DEFAULT_STREAM, metavar="WAV",
                    help=f"demo stream (default: {DEFAULT_STREAM})")
     p.add_argument("--stream-seconds", type=float, default=DEFAULT_STREAM_SECONDS, metavar="SEC",
-                   help=f"listen to the first SEC s of the stream, on both sides (default {DEFAULT_STREAM_SECONDS:g};"
-                        " 0: all of it; emulation is ~100x slower than native)")
+                   help="listen to the first SEC s of the stream, on both sides (default "
+                        f"{DEFAULT_STREAM_SECONDS:g}; 0: all of it; emulation is ~100x slower than native)")
     p.add_argument("--clips", type=Path, default=REPO / DEFAULT_CLIPS, metavar="DIR",
                    help=f"label folders of test clips (default: {DEFAULT_CLIPS})")
     p.add_argument("--cpu", choices=sorted(CPU_MODELS), default="cortex-a72",
@@ -931,7 +936,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # inputs
         bundles = [b.resolve() for b in (args.bundles or default_bundles())]
         if not bundles:
-            raise PiCheckError(f"no bundles in {REPO / 'firmware_assets'}/*/ (none shipped yet?); pass --bundles DIR...")
+            raise PiCheckError(f"no bundles in {REPO / 'firmware_assets'}/*/ (none shipped yet?); "
+                               "pass --bundles DIR...")
         for b in bundles:
             read_bundle(b)
         default_bundle = args.default_bundle or (Path(os.environ["AURICLE_BUNDLE"]) if os.environ.get(
@@ -1012,7 +1018,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"note: the host pip's --platform resolution differs for {', '.join(differs)} "
               f"({', '.join(exp[canonical(n)]['version'] for n in differs)})")
     if venv_stamp.get("built_from_source"):
-        problems.append(f"pip on aarch64 built from source (no wheel): {', '.join(venv_stamp['built_from_source'])}")
+        problems.append("pip on aarch64 built from source (no wheel): "
+                        + ", ".join(venv_stamp["built_from_source"]))
     dev = next((r for r in rows if r["what"] == "devices"), None)
     if dev is not None and "aarch64_output" in dev:
         print(f"--list-devices: aarch64 loaded {info.get('portaudio_lib')}; "
@@ -1021,6 +1028,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print(format_table(rows, args.tolerance))
     for r in rows:
+        w = r.get("worst")
+        if w and r.get("max_score_diff"):
+            print(f"largest difference, {r['name']} {r['what']}: {w['label']!r} at {w['time']} s, "
+                  f"aarch64 {w['aarch64']} vs x86 {w['x86']}")
         for prob in r["problems"]:
             print(f"FAIL {r['name']} ({r['what']}): {prob}")
     for prob in problems:
