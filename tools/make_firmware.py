@@ -54,7 +54,18 @@ def _run(cmd: list[str]) -> None:
 
 def quantize(spec: Spec, data: Path) -> None:
     _run([sys.executable, "converters/quantize.py", "--run", f"runs/{spec.name}", "--out",
-          f"firmware_assets/{spec.name}", "--data", str(data), "--also", "float16,dynamic"])
+          f"firmware_assets/{spec.name}", "--data", str(data)])
+
+
+def tune(spec: Spec, data: Path) -> None:
+    """Detector threshold/smoothing from a 2-minute stream of validation speakers (edge bundles: the seed
+    ones stream too slowly on a CPU to sweep the grid)."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        _run([sys.executable, "tools/make_sample_stream.py", "--data", str(data), "--split", "val", "--duration",
+              "120", "--seed", "11", "--out", tmp, "--name", "val_stream"])
+        _run([sys.executable, "tools/tune_detector.py", "--bundle", f"firmware_assets/{spec.name}", "--stream",
+              f"{tmp}/val_stream.wav"])
 
 
 def main(argv=None) -> int:
@@ -103,6 +114,8 @@ def main(argv=None) -> int:
                   "--quiet", "--out", f"runs/{spec.name}"])
         if not a.skip_quantize:
             quantize(spec, a.data)
+            if spec.profile == "edge":
+                tune(spec, a.data)
     return 0
 
 
