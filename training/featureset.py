@@ -16,10 +16,7 @@ A FeatureSet saves to a single ``.npz`` (no pickle), which is how features trave
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
-from typing import Sequence
-
 import numpy as np
 
 from edge.errors import AuricleError
@@ -171,11 +168,3 @@ def class_weights(y: np.ndarray, num_classes: int) -> dict[int, float]:
     w = counts.sum() / (num_classes * counts)
     return {i: (float(v) if np.isfinite(v) else 0.0) for i, v in enumerate(w)}
 
-
-def describe(fs: FeatureSet) -> str:
-    parts = {s: int((fs.split == s).sum()) for s in ("train", "val", "test")}
-    return json.dumps({"clips": len(fs.y), "classes": len(fs.label_names), **parts})
-
-
-def subset_labels(names: Sequence[str]) -> list[str]:
-    return sorted(names)

@@ -130,7 +130,6 @@ def _make_dataset_class():
 
         def __init__(self, fs, idx, batch_size, aug, seed, sample_weights=None):
             super().__init__(workers=_loader_threads(), use_multiprocessing=False)
-            from training.featureset import augment_batch  # noqa: F401
             self.fs, self.idx, self.batch_size, self.aug, self.seed = fs, np.asarray(idx), batch_size, aug, seed
             self.noise_idx = fs.noise_indices()
             self.sample_weights = sample_weights
