@@ -112,8 +112,13 @@ class Bundle:
         kind = kind or self.default_model
         if kind not in self.models:
             have = ", ".join(sorted(self.models)) or "none"
-            fix = ("compile it with edgetpu_compiler (see README, 'Coral')" if kind == "edgetpu"
-                   else "re-run converters/quantize.py with --also " + kind)
+            regen = (self.manifest.get("regenerable_files") or {}).get(f"model_{kind}.tflite") or {}
+            if kind == "edgetpu":
+                fix = "compile it with edgetpu_compiler (see README, 'Coral')"
+            elif regen.get("regenerate"):
+                fix = f"it was left out for size; regenerate it with: {regen['regenerate']}"
+            else:
+                fix = "re-run converters/quantize.py with --also " + kind
             raise BundleError(f"bundle {self.path} has no {kind!r} model (it has: {have}); {fix}")
         return self.path / self.models[kind].file
 

@@ -53,3 +53,15 @@ def test_demo_meets_the_bar_on_the_sample_stream():
     assert s["truth_words"] == 10
     assert s["hits"] >= 9, s                              # >= 90 % of the words
     assert s["false_alarms_per_minute"] <= 1.0, s         # <= 1 false alarm per minute
+
+
+@pytest.mark.parametrize("bundle", [b for b in BUNDLES if json.loads((b / "manifest.json").read_text())
+                                    .get("regenerable_files")], ids=lambda b: b.name)
+def test_a_model_left_out_for_size_says_how_to_regenerate_it(bundle):
+    from edge.errors import BundleError
+    b = load_bundle(bundle)
+    for name, info in b.manifest["regenerable_files"].items():
+        assert not (bundle / name).exists()
+        kind = name.removeprefix("model_").removesuffix(".tflite")
+        with pytest.raises(BundleError, match="regenerate it with: python converters/quantize.py"):
+            b.model_path(kind)
