@@ -29,7 +29,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from edge.errors import AudioError, AuricleError
+from edge.errors import AudioError, AuricleError, captured_c_stderr
 
 __all__ = [
     "Chunk",
@@ -377,26 +377,9 @@ def read_audio(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
 
 
 # -- PortAudio / sounddevice -------------------------------------------------------------------------
-@contextlib.contextmanager
 def _quiet_c_stderr():
     """Silence ALSA/PortAudio's C-level chatter on fd 2 while probing (AURICLE_AUDIO_DEBUG=1 keeps it)."""
-    if os.environ.get("AURICLE_AUDIO_DEBUG"):
-        yield
-        return
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):
-        yield
-        return
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
+    return captured_c_stderr("AURICLE_AUDIO_DEBUG")
 
 
 def import_sounddevice() -> Any:

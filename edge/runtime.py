@@ -16,23 +16,20 @@ Event time = end of the window, in seconds of the stream (dropped audio counted,
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import importlib
 import math
 import os
 import platform
-import sys
-import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from edge.audio import Resampler, check_source_rate, resample, to_mono_float32
 from edge.bundle import Bundle, load_bundle
-from edge.errors import AuricleError, BundleError
+from edge.errors import AuricleError, BundleError, captured_c_stderr
 from edge.features import StreamingLogMel, fit_to_clip, log_mel, model_input_shape, to_model_input
 
 __all__ = [
@@ -118,7 +115,7 @@ def make_interpreter(model_path: str | os.PathLike[str], *, num_threads: int | N
         kwargs["num_threads"] = num_threads
     if edgetpu:
         kwargs["experimental_delegates"] = [load_edgetpu_delegate(load_delegate)]
-    with _captured_c_stderr() as captured:
+    with captured_c_stderr() as captured:
         try:
             interpreter = Interpreter(**kwargs)
             interpreter.allocate_tensors()
@@ -130,31 +127,6 @@ def make_interpreter(model_path: str | os.PathLike[str], *, num_threads: int | N
         detail = " ".join(f"{error} {logged}".split())[:300]
         raise BundleError(f"cannot load model {model_path} with {name} ({detail}); rebuild the bundle")
     return interpreter, name + (" + edgetpu" if edgetpu else "")
-
-
-@contextlib.contextmanager
-def _captured_c_stderr() -> Iterator[Callable[[], str]]:
-    """Hold back the C++ runtime's stderr chatter ("INFO: Created TensorFlow Lite XNNPACK delegate") while
-    an interpreter is built; the text is available to put in an error message. AURICLE_DEBUG=1 shows it."""
-    text = {"value": ""}
-    if os.environ.get("AURICLE_DEBUG"):
-        yield lambda: text["value"]
-        return
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):
-        yield lambda: text["value"]
-        return
-    with tempfile.TemporaryFile() as tmp:
-        os.dup2(tmp.fileno(), 2)
-        try:
-            yield lambda: text["value"]
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            text["value"] = tmp.read(4096).decode("utf-8", "replace")
 
 
 # -- small stateless helpers (pycoral adapters style) --------------------------------------------------
