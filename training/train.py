@@ -44,6 +44,12 @@ class TrainConfig:
     time_limit: float | None = None     # seconds of fitting; then stop cleanly as on SIGINT
     bn_momentum: float = 0.99           # lower it for runs of only a few dozen steps
     jit_compile: bool | str = "auto"    # XLA; False skips a compile that dominates very short runs
+    negative_fraction: float = 0.25     # with --negatives: background windows appended per batch (x batch size)
+    negative_mix_prob: float = 0.5      # with --negatives: chance a positive gets negative audio mixed under it
+    negative_snr_db: tuple[float, float] = (0.0, 20.0)   # SNR range of that mix
+    mine_rounds: int = 0                # hard-negative mining rounds after training (needs --negatives)
+    mine_epochs: int = 2                # fine-tune epochs per mining round
+    mine_threshold: float = 0.5         # a negative window scoring this much for a reportable label is "hard"
 
     def resolved_width(self) -> float:
         return self.width if self.width is not None else DEFAULT_WIDTH[(self.network, self.profile)]
@@ -128,11 +134,12 @@ def _make_dataset_class():
     class AugmentedBatches(keras.utils.PyDataset):
         """Training batches: shuffled per epoch, augmented in the feature domain, seeded per epoch."""
 
-        def __init__(self, fs, idx, batch_size, aug, seed, sample_weights=None):
+        def __init__(self, fs, idx, batch_size, aug, seed, sample_weights=None, negatives=None):
             super().__init__(workers=_loader_threads(), use_multiprocessing=False)
             self.fs, self.idx, self.batch_size, self.aug, self.seed = fs, np.asarray(idx), batch_size, aug, seed
             self.noise_idx = fs.noise_indices()
             self.sample_weights = sample_weights
+            self.negatives = negatives          # training.mining.NegativeMixer or None
             self.epoch = 0
             self._order = self._shuffle()
 
@@ -147,11 +154,13 @@ def _make_dataset_class():
             from training.featureset import augment_batch
             sel = self._order[i * self.batch_size:(i + 1) * self.batch_size]
             rng = np.random.default_rng([self.seed, self.epoch, 2, i])
-            x = to_model_input(augment_batch(self.fs, sel, rng, self.aug, self.noise_idx), self.fs.config)
+            x = augment_batch(self.fs, sel, rng, self.aug, self.noise_idx)
             y = self.fs.y[sel]
-            if self.sample_weights is None:
-                return x, y
-            return x, y, self.sample_weights[y].astype(np.float32)
+            w = self.sample_weights[y].astype(np.float32) if self.sample_weights is not None else None
+            if self.negatives is not None:
+                x, y, w = self.negatives.extend(x, y, w, rng, enabled=self.aug.enabled)
+            x = to_model_input(x, self.fs.config)
+            return (x, y) if w is None else (x, y, w)
 
         def on_epoch_end(self):
             self.epoch += 1
@@ -240,12 +249,12 @@ def _save_model_atomic(model: Any, path: Path) -> None:
 
 
 def _write_json_atomic(path: Path, data: Any) -> None:
-    from edge.bundle import write_json_atomic
+    from edge.fileio import write_json_atomic
     write_json_atomic(path, data)
 
 
 def fit(fs, cfg: TrainConfig, out: Path, *, resume: bool = False, distribute: bool = False,
-        verbose: int = 1) -> dict[str, Any]:
+        verbose: int = 1, negatives: Any = None) -> dict[str, Any]:
     """Train on a FeatureSet; writes model.keras (best), checkpoint, history.csv into ``out``.
 
     Returns a summary dict (epochs run, best val accuracy, training seconds, stop reason)."""
@@ -299,7 +308,7 @@ def fit(fs, cfg: TrainConfig, out: Path, *, resume: bool = False, distribute: bo
         cw = class_weights(fs.y[train_idx], num_classes)
         weights = np.asarray([cw[i] for i in range(num_classes)], dtype=np.float32)
     Batches = _make_dataset_class()
-    train_data = Batches(fs, train_idx, cfg.batch_size, aug, cfg.seed, weights)
+    train_data = Batches(fs, train_idx, cfg.batch_size, aug, cfg.seed, weights, negatives)
     train_data.epoch = initial_epoch
     val_x, val_y = model_inputs(fs, val_idx), fs.y[val_idx]
 
@@ -328,8 +337,55 @@ def fit(fs, cfg: TrainConfig, out: Path, *, resume: bool = False, distribute: bo
     summary = {"epochs_run": len(hist.get("epoch", [])), "best_val_accuracy": max(hist.get("val_accuracy", [0.0])),
                "train_seconds": round(prev + seconds, 2), "stop_reason": reason, "backend": keras.backend.backend(),
                "device": _device_name()}
+    if negatives is not None and cfg.mine_rounds > 0:
+        summary["mining"] = mine_and_fine_tune(fs, cfg, out, negatives, weights, verbose=verbose)
+        summary["epochs_run"] += sum(r.get("epochs", 0) for r in summary["mining"]["rounds"])
+        summary["train_seconds"] = round(summary["train_seconds"] + summary["mining"]["seconds"], 2)
     _write_json_atomic(out / "train_summary.json", summary)
     return summary
+
+
+def mine_and_fine_tune(fs, cfg: TrainConfig, out: Path, mixer: Any, weights: Any, *, verbose: int = 1) -> dict:
+    """Hard-negative rounds on the best model: mine the train negatives, fine-tune ``mine_epochs`` at a tenth
+    of the learning rate with the mined windows over-sampled, repeat. ``model.keras`` becomes the result."""
+    import keras
+
+    from training.featureset import AugmentConfig, model_inputs
+    from training.mining import foreground_mask, mine_hard_negatives, window_false_accepts
+
+    t0 = time.perf_counter()
+    model = keras.saving.load_model(out / "model.keras", safe_mode=True)
+    fg = foreground_mask(fs.label_names, [lab for lab in fs.label_names if lab.startswith("_")])
+    val_idx = fs.indices("val")
+    val_x, val_y = model_inputs(fs, val_idx), fs.y[val_idx]
+    before = window_false_accepts(model, mixer.bank, fg, threshold=cfg.mine_threshold)
+    print(f"mining: validation negatives: {before:.0f} windows/h score >= {cfg.mine_threshold}", flush=True)
+    rounds = []
+    Batches = _make_dataset_class()
+    for r in range(cfg.mine_rounds):
+        hard, stats = mine_hard_negatives(model, mixer.bank, fg, threshold=cfg.mine_threshold)
+        print(f"mining round {r + 1}: {stats['hard']} hard windows of {stats['windows']} "
+              f"({stats['hard_per_hour']}/h of train negatives, {stats['seconds']} s)", flush=True)
+        if not stats["hard"]:
+            rounds.append({**stats, "epochs": 0})
+            break
+        mixer.hard = hard if mixer.hard is None else np.concatenate([mixer.hard, hard])
+        model.compile(optimizer=keras.optimizers.AdamW(cfg.learning_rate * 0.1, weight_decay=cfg.weight_decay),
+                      loss=keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"],
+                      jit_compile=cfg.jit_compile)
+        data = Batches(fs, fs.indices("train"), cfg.batch_size, AugmentConfig(enabled=cfg.augment),
+                       cfg.seed + 1000 + r, weights, mixer)
+        hist = model.fit(data, validation_data=(val_x, val_y), epochs=cfg.mine_epochs, verbose=verbose)
+        stats["epochs"] = cfg.mine_epochs
+        stats["val_accuracy"] = round(float(hist.history["val_accuracy"][-1]), 4)
+        stats["val_windows_per_hour"] = round(window_false_accepts(model, mixer.bank, fg,
+                                                                   threshold=cfg.mine_threshold), 1)
+        print(f"mining round {r + 1}: val accuracy {stats['val_accuracy']:.4f}, validation negatives "
+              f"{stats['val_windows_per_hour']:.0f} windows/h >= {cfg.mine_threshold}", flush=True)
+        rounds.append(stats)
+        _save_model_atomic(model, out / "model.keras")
+    return {"threshold": cfg.mine_threshold, "val_windows_per_hour_before": round(before, 1), "rounds": rounds,
+            "seconds": round(time.perf_counter() - t0, 2)}
 
 
 def recalibrate_batchnorm(model: Any, fs, *, clips: int = 1024, batch_size: int = 64, seed: int = 0) -> int:
@@ -424,7 +480,8 @@ def read_history(path: Path) -> dict[str, list[float]]:
 def train(*, data: str | Path | None, out: str | Path, config: TrainConfig, features: str | Path | None = None,
           save_features: str | Path | None = None, layout: str = "auto", strict: bool = False,
           cache_dir: str | Path | None = None, resume: bool = False, distribute: bool = False,
-          export_weights: str | Path | None = None, export_dtype: str = "float32", verbose: int = 1) -> dict[str, Any]:
+          export_weights: str | Path | None = None, export_dtype: str = "float32", verbose: int = 1,
+          negatives: Sequence[str | Path] | None = None) -> dict[str, Any]:
     """Everything ``python -m training.train`` does: load, fit, evaluate, write the run folder."""
     from training.featureset import FeatureSet
     from training.report import write_report
@@ -453,10 +510,13 @@ def train(*, data: str | Path | None, out: str | Path, config: TrainConfig, feat
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise AuricleError(f"cannot create run folder {out}: {exc.strerror}; choose a writable --out") from None
+    mixer = _negative_mixer(fs, config, negatives, cache_dir) if negatives else None
     _write_json_atomic(out / "train_config.json", {**config.to_dict(), "data": str(data) if data else None,
-                                                   "features": str(features) if features else None})
+                                                   "features": str(features) if features else None,
+                                                   "negatives": [str(n) for n in negatives or []] or None,
+                                                   "negative_split": mixer.bank.summary() if mixer else None})
     split_csv(fs, out / "split.csv")
-    summary = fit(fs, config, out, resume=resume, distribute=distribute, verbose=verbose)
+    summary = fit(fs, config, out, resume=resume, distribute=distribute, verbose=verbose, negatives=mixer)
     report = write_report(out, fs, config, summary, skipped=skipped)
     if export_weights:
         import keras
@@ -471,6 +531,24 @@ def train(*, data: str | Path | None, out: str | Path, config: TrainConfig, feat
     acc = report["accuracy"]
     print(f"run written to {out}: " + ", ".join(f"{k} accuracy {v:.4f}" for k, v in acc.items()), flush=True)
     return report
+
+
+def _negative_mixer(fs, config: TrainConfig, negatives: Sequence[str | Path], cache_dir: Any):
+    """Load the negatives' train/validation files and the mixer that puts them into batches. Negatives are
+    labelled as the data's own background class (``_unknown_``...), else a new ``_background_`` class."""
+    from training.mining import NegativeMixer
+    from training.negatives import background_label, load_negative_bank
+
+    if not 0 < config.negative_fraction <= 4:
+        raise AuricleError(f"--negative-fraction must be in (0, 4], got {config.negative_fraction}")
+    bank = load_negative_bank(negatives, fs.config, cache_dir=cache_dir)
+    label = background_label(fs.label_names)
+    if label not in fs.label_names:
+        fs.label_names.append(label)
+    print(f"negatives are labelled {label!r}", flush=True)
+    return NegativeMixer(bank=bank, background_index=fs.label_names.index(label),
+                         fraction=config.negative_fraction, mix_prob=config.negative_mix_prob,
+                         snr_db=config.negative_snr_db)
 
 
 def split_csv(fs, path: Path) -> None:
@@ -529,6 +607,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no Keras progress bars (epoch lines stay)")
     p.add_argument("--time-limit", type=float, default=None, metavar="SEC",
                    help="stop fitting after SEC seconds (cleanly: best model and report are written)")
+    p.add_argument("--negatives", nargs="+", metavar="DIR",
+                   help="folders/files of audio with none of the target sounds: split by file (sha1 of the path "
+                        "relative to DIR), train windows go into every batch as the background class and are "
+                        "mixed under positives; the test part is never read")
+    p.add_argument("--negative-fraction", type=float, default=TrainConfig.negative_fraction, metavar="F",
+                   help="negative windows appended to each batch, as a fraction of the batch size")
+    p.add_argument("--mine-rounds", type=int, default=0, metavar="N",
+                   help="hard-negative mining rounds after training: windows of the train negatives that score "
+                        "above --mine-threshold are over-sampled in a short fine-tune")
+    p.add_argument("--mine-epochs", type=int, default=TrainConfig.mine_epochs, metavar="E",
+                   help="fine-tune epochs per mining round")
+    p.add_argument("--mine-threshold", type=float, default=TrainConfig.mine_threshold, metavar="P",
+                   help="reportable-label probability that makes a negative window hard")
     p.add_argument("--export-dtype", choices=("float32", "float16"), default="float32",
                    help="dtype of --export-weights arrays (float16 halves a big model's transfer)")
     p.add_argument("--export-weights", metavar="DIR",
@@ -546,10 +637,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                       batch_size=args.batch_size, learning_rate=args.lr, target_accuracy=target,
                       patience=args.patience, augment=not args.no_augment, seed=args.seed,
                       class_weighting=not args.no_class_weights, time_limit=args.time_limit,
-                      weight_decay=args.weight_decay, dropout=args.dropout, bn_momentum=args.bn_momentum)
+                      weight_decay=args.weight_decay, dropout=args.dropout, bn_momentum=args.bn_momentum,
+                      negative_fraction=args.negative_fraction, mine_rounds=args.mine_rounds,
+                      mine_epochs=args.mine_epochs, mine_threshold=args.mine_threshold)
+    if args.mine_rounds and not args.negatives:
+        raise AuricleError("--mine-rounds needs --negatives DIR (the audio to mine)")
     train(data=args.data, out=args.out, config=cfg, features=args.features, save_features=args.save_features,
           layout=args.layout, strict=args.strict, cache_dir=args.cache_dir, resume=args.resume,
-          distribute=args.distribute, export_weights=args.export_weights, export_dtype=args.export_dtype, verbose=0 if args.quiet else 1)
+          distribute=args.distribute, export_weights=args.export_weights, export_dtype=args.export_dtype,
+          verbose=0 if args.quiet else 1, negatives=args.negatives)
     return 0
 
 

@@ -1,0 +1,102 @@
+"""Learning to reject: negative windows in every batch, negative audio under positives, hard-negative mining.
+
+:class:`NegativeMixer` is what the training batches call; :func:`mine_hard_negatives` scores every window
+of the *train* negatives with the current model and keeps those that look like a target sound;
+:func:`fine_tune_on_hard` then trains a few epochs at a low learning rate with those windows over-sampled.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+from edge.features import to_model_input
+from training.negatives import NegativeBank, mix_under
+
+
+@dataclasses.dataclass
+class NegativeMixer:
+    """Adds background windows to a batch and mixes negative audio under some positives."""
+
+    bank: NegativeBank
+    background_index: int
+    fraction: float = 0.25                    # appended windows per batch, as a fraction of its size
+    mix_prob: float = 0.5
+    snr_db: tuple[float, float] = (0.0, 20.0)
+    weight: float = 1.0                       # sample weight of an appended window
+    hard: np.ndarray | None = None            # mined windows (N, n_frames, n_mels) float16, over-sampled
+    hard_share: float = 0.5                   # share of the appended windows drawn from ``hard``
+
+    def _windows(self, rng: np.random.Generator, k: int) -> np.ndarray:
+        n_hard = int(round(k * self.hard_share)) if self.hard is not None and len(self.hard) else 0
+        parts = [self.bank.random_windows(rng, k - n_hard)]
+        if n_hard:
+            pick = rng.integers(0, len(self.hard), size=n_hard)
+            parts.append(np.asarray(self.hard[pick], dtype=np.float32))
+        return np.concatenate(parts)
+
+    def extend(self, x: np.ndarray, y: np.ndarray, w: np.ndarray | None, rng: np.random.Generator, *,
+               enabled: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """The batch with negatives mixed under positives and background windows appended."""
+        cfg = self.bank.config
+        if enabled and self.mix_prob > 0:
+            mix = rng.random(len(x)) < self.mix_prob
+            if mix.any():
+                x = x.copy()
+                x[mix] = mix_under(x[mix], self.bank.random_windows(rng, int(mix.sum())), rng, self.snr_db, cfg)
+        k = max(1, int(round(len(x) * self.fraction)))
+        neg = self._windows(rng, k)
+        if enabled:
+            neg += rng.uniform(-6.0, 6.0, size=(k, 1, 1)).astype(np.float32)   # gain, as for positives
+        x = np.concatenate([x, neg])
+        y = np.concatenate([y, np.full(k, self.background_index, dtype=y.dtype)])
+        if w is not None:
+            w = np.concatenate([w, np.full(k, self.weight, dtype=np.float32)])
+        return x, y, w
+
+
+def foreground_scores(model: Any, windows: np.ndarray, config: Any, foreground: np.ndarray) -> np.ndarray:
+    """The highest reportable-label probability of each window (model in inference mode)."""
+    probs = np.asarray(model.predict(to_model_input(windows, config), batch_size=256, verbose=0))
+    return probs[:, foreground].max(axis=1)
+
+
+def mine_hard_negatives(model: Any, bank: NegativeBank, foreground: np.ndarray, *, threshold: float,
+                        hop_frames: int = 10, limit: int = 8000, split: str = "train",
+                        seed: int = 0) -> tuple[np.ndarray, dict[str, float]]:
+    """Windows of ``split`` negatives scoring >= ``threshold`` for any reportable label (at most ``limit``,
+    the highest-scoring kept), and what the pass saw: windows, hits, seconds."""
+    t0 = time.perf_counter()
+    kept: list[np.ndarray] = []
+    scores: list[np.ndarray] = []
+    total = 0
+    for batch in bank.sliding_windows(split, hop_frames):
+        s = foreground_scores(model, batch, bank.config, foreground)
+        total += len(batch)
+        hit = s >= threshold
+        if hit.any():
+            kept.append(batch[hit].astype(np.float16))
+            scores.append(s[hit])
+    hard = np.concatenate(kept) if kept else np.empty((0, bank.config.n_frames, bank.config.n_mels), np.float16)
+    if len(hard) > limit:
+        order = np.argsort(-np.concatenate(scores))[:limit]
+        hard = hard[np.sort(order)]
+    hours = bank.seconds(split) / 3600
+    stats = {"windows": total, "hard": int(len(hard)), "hard_per_hour": round(len(hard) / max(hours, 1e-9), 1),
+             "seconds": round(time.perf_counter() - t0, 1)}
+    return hard, stats
+
+
+def window_false_accepts(model: Any, bank: NegativeBank, foreground: np.ndarray, *, threshold: float,
+                         split: str = "val", hop_frames: int = 10) -> float:
+    """Windows per hour of ``split`` negatives above ``threshold``: a quick, detector-free rejection figure."""
+    hits = 0
+    for batch in bank.sliding_windows(split, hop_frames):
+        hits += int((foreground_scores(model, batch, bank.config, foreground) >= threshold).sum())
+    return hits / max(bank.seconds(split) / 3600, 1e-9)
+
+
+def foreground_mask(labels: Sequence[str], background: Sequence[str]) -> np.ndarray:
+    return np.asarray([lab not in set(background) for lab in labels], dtype=bool)

@@ -1,0 +1,197 @@
+"""Negative audio: long recordings with none of the target sounds, for learning to reject and for mining.
+
+``python -m training.train --negatives DIR [DIR ...]`` reads every audio file under the folders, splits
+them **by file** into train / validation / test with the project's rule (``sha1(path relative to the
+folder given) % 100``: < 80 train, 80-89 validation, >= 90 test), and computes each file's log-mel frames
+once with the one frontend (``edge.features.log_mel``), cached by the file's content. Training then
+
+* appends random windows of the *train* files to every batch, labelled as the background class;
+* mixes random windows of them under positives at a random signal-to-noise ratio (in the power domain);
+* optionally mines hard negatives: every window of the train files that the current model scores above a
+  threshold for a reportable label is collected and over-sampled in a short fine-tune.
+
+The validation and test files are never used for training; the validation part is for tuning the detector
+(``tools/tune_detector.py``) and the test part for the false-accepts figures (``python -m edge.evaluate``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from edge.errors import AuricleError
+from edge.features import FeatureConfig, log_mel
+
+SPLITS = ("train", "val", "test")
+BACKGROUND_LABEL = "_background_"
+#: the labels a data set may already have for "not a target sound", in order of preference
+BACKGROUND_CANDIDATES = ("_unknown_", "_background_", "_silence_")
+
+
+@dataclasses.dataclass(frozen=True)
+class NegativeFile:
+    path: Path          # absolute, for reading
+    rel: str            # relative to the folder it was found under (posix): what the split hashes
+    split: str
+
+
+def split_of_file(rel: str) -> str:
+    """``train`` / ``val`` / ``test`` from ``sha1(rel) % 100`` (the shared data's suggested rule)."""
+    from training.data import split_of
+    return split_of(rel)
+
+
+def find_negative_files(roots: Sequence[str | os.PathLike[str]]) -> list[NegativeFile]:
+    """Every audio file under ``roots`` (files are taken as they are), sorted, with its split."""
+    from training.data import AUDIO_EXTENSIONS
+
+    found: list[NegativeFile] = []
+    for root in roots:
+        root = Path(root)
+        if root.is_file():
+            found.append(NegativeFile(root.resolve(), root.name, split_of_file(root.name)))
+            continue
+        if not root.is_dir():
+            raise AuricleError(f"negative audio {root} does not exist; pass folders or files of audio with "
+                               "none of the target sounds")
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in sorted(filenames):
+                if name.startswith(".") or os.path.splitext(name)[1].lower() not in AUDIO_EXTENSIONS:
+                    continue
+                p = Path(dirpath) / name
+                rel = p.relative_to(root).as_posix()
+                found.append(NegativeFile(p.resolve(), rel, split_of_file(rel)))
+    if not found:
+        raise AuricleError(f"no audio files under {', '.join(map(str, roots))}; --negatives needs "
+                           "WAV/FLAC/... recordings")
+    return found
+
+
+def _cache_path(cache_dir: Path, config: FeatureConfig, data: bytes) -> Path:
+    key = json.dumps(config.frontend_key, sort_keys=True)
+    folder = hashlib.sha1(key.encode()).hexdigest()[:16]
+    return cache_dir / "negatives" / folder / f"{hashlib.sha1(data).hexdigest()}.npy"
+
+
+def file_features(path: Path, config: FeatureConfig, cache_dir: Path | None) -> np.ndarray:
+    """The whole file's log-mel frames ``(frames, n_mels)`` float16 dB, from the cache when it has them."""
+    from edge.fileio import atomic_writer
+    from training.data import AudioError, load_audio
+
+    data = path.read_bytes()
+    cached = _cache_path(cache_dir, config, data) if cache_dir is not None else None
+    if cached is not None and cached.is_file():
+        try:
+            return np.load(cached, allow_pickle=False)
+        except (OSError, ValueError):
+            pass                                # a damaged entry is recomputed and rewritten
+    try:
+        audio = load_audio(path, config.sample_rate)
+    except AudioError as exc:
+        raise AuricleError(f"negative audio {exc}; remove the file or convert it") from None
+    frames = log_mel(audio, config).astype(np.float16)
+    if cached is not None:
+        with atomic_writer(cached, binary=True) as fh:
+            np.save(fh, frames, allow_pickle=False)
+    return frames
+
+
+@dataclasses.dataclass
+class NegativeBank:
+    """Log-mel frames of negative files, by split. Windows are cut from them on demand."""
+
+    config: FeatureConfig
+    files: list[NegativeFile]
+    frames: list[np.ndarray]          # per file, (frames, n_mels) float16 dB
+
+    def indices(self, split: str) -> np.ndarray:
+        n = self.config.n_frames
+        return np.asarray([i for i, (f, x) in enumerate(zip(self.files, self.frames))
+                           if f.split == split and x.shape[0] >= n], dtype=int)
+
+    def seconds(self, split: str) -> float:
+        hop = self.config.hop_length / self.config.sample_rate
+        return float(sum(self.frames[i].shape[0] for i, f in enumerate(self.files) if f.split == split) * hop)
+
+    def random_windows(self, rng: np.random.Generator, k: int, split: str = "train") -> np.ndarray:
+        """``k`` random windows ``(k, n_frames, n_mels)`` float32 dB, files drawn in proportion to length."""
+        idx = self.indices(split)
+        if idx.size == 0 or k <= 0:
+            return np.empty((0, self.config.n_frames, self.config.n_mels), dtype=np.float32)
+        n = self.config.n_frames
+        lengths = np.asarray([self.frames[i].shape[0] - n + 1 for i in idx], dtype=float)
+        files = rng.choice(idx, size=k, p=lengths / lengths.sum())
+        out = np.empty((k, n, self.config.n_mels), dtype=np.float32)
+        for j, i in enumerate(files):
+            start = int(rng.integers(0, self.frames[i].shape[0] - n + 1))
+            out[j] = self.frames[i][start:start + n]
+        return out
+
+    def sliding_windows(self, split: str, hop_frames: int) -> Iterable[np.ndarray]:
+        """Every window of the split's files at ``hop_frames``, in batches of up to 512 ``(B, n, m)``."""
+        n = self.config.n_frames
+        batch: list[np.ndarray] = []
+        for i in self.indices(split):
+            x = self.frames[i]
+            for start in range(0, x.shape[0] - n + 1, hop_frames):
+                batch.append(x[start:start + n])
+                if len(batch) == 512:
+                    yield np.asarray(batch, dtype=np.float32)
+                    batch = []
+        if batch:
+            yield np.asarray(batch, dtype=np.float32)
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        return {s: {"files": int(sum(f.split == s for f in self.files)),
+                    "hours": round(self.seconds(s) / 3600, 4)} for s in SPLITS}
+
+
+def load_negative_bank(roots: Sequence[str | os.PathLike[str]], config: FeatureConfig, *,
+                       cache_dir: str | os.PathLike[str] | None = None, progress: bool = True,
+                       splits: Sequence[str] = ("train", "val")) -> NegativeBank:
+    """Find the files under ``roots`` and compute the frames of those in ``splits`` (never test by default)."""
+    from training.data import default_cache_dir
+
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    files = [f for f in find_negative_files(roots) if f.split in splits]
+    if not any(f.split == "train" for f in files) and "train" in splits:
+        raise AuricleError("none of the negative files falls in the train split (sha1 of the path % 100 < 80); "
+                           "pass more files")
+    frames = []
+    for k, f in enumerate(files, 1):
+        frames.append(file_features(f.path, config, cache))
+        if progress and (k % 200 == 0 or k == len(files)):
+            print(f"negatives: {k}/{len(files)} files", file=sys.stderr, flush=True)
+    bank = NegativeBank(config=config, files=files, frames=frames)
+    if progress:
+        s = bank.summary()
+        print("negatives: " + ", ".join(f"{k} {v['files']} files / {v['hours']:.2f} h" for k, v in s.items()
+                                        if k in splits), file=sys.stderr, flush=True)
+    return bank
+
+
+def background_label(labels: Sequence[str]) -> str:
+    """The class negatives are labelled as: the data's own "not a target" class, else ``_background_``."""
+    for name in BACKGROUND_CANDIDATES:
+        if name in labels:
+            return name
+    return BACKGROUND_LABEL
+
+
+def mix_under(x: np.ndarray, noise: np.ndarray, rng: np.random.Generator, snr_db: tuple[float, float],
+              config: FeatureConfig) -> np.ndarray:
+    """dB windows ``x`` with ``noise`` windows added in the power domain at a random SNR (mean power)."""
+    px = np.power(10.0, x / 10.0)
+    pn = np.power(10.0, noise / 10.0)
+    snr = rng.uniform(*snr_db, size=(x.shape[0], 1, 1))
+    scale = px.mean(axis=(1, 2), keepdims=True) / np.maximum(pn.mean(axis=(1, 2), keepdims=True), 1e-20)
+    mixed = px + pn * scale * np.power(10.0, -snr / 10.0)
+    ref = 10.0 * np.log10(max(config.amin, config.ref_power))
+    return (10.0 * np.log10(np.maximum(mixed, config.amin)) - ref).astype(np.float32)
