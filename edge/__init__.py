@@ -3,15 +3,18 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Classifier", "StreamingDetector", "load_bundle", "AuricleError"]
+__all__ = ["Classifier", "StreamingDetector", "Event", "load_bundle", "AuricleError"]
 
 from edge.errors import AuricleError
 
 
 def __getattr__(name: str) -> Any:  # lazy: `import edge.features` must stay light
-    if name in ("Classifier", "StreamingDetector"):
-        from edge import runtime
-        return getattr(runtime, name)
+    if name == "Classifier":
+        from edge.classifier import Classifier
+        return Classifier
+    if name in ("StreamingDetector", "Event"):
+        from edge import detector
+        return getattr(detector, name)
     if name == "load_bundle":
         from edge.bundle import load_bundle
         return load_bundle

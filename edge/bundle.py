@@ -1,6 +1,6 @@
 """The model bundle contract: a folder the runtime can use with no other input.
 
-Layout (see ../shared/docs/DESIGN.md)::
+Layout (see docs/DESIGN.md)::
 
     BUNDLE/
       model_int8.tflite        full-integer model (default)
@@ -28,28 +28,36 @@ manifest.json (schema_version 1)::
       "files": {"model_int8.tflite": "<sha256>", "labels.txt": "<sha256>", ...},
       "network": {"name": "mobilenet", "params": 123, "macs": 456},
       "training": {...run summary and metrics...},
-      "verification": {...float vs int8 results...}
+      "verification": {...float vs int8 results...},
+      "detector": {"threshold": 0.8, "smooth": 5, "min_gap": 1.0, ...}   optional, tools/tune_detector.py
     }
 
 Only :func:`load_bundle` reads a manifest; everything else takes a :class:`Bundle`.
+
+A bundle may come from someone else, so it stays in its folder: every file the manifest names (model files,
+the sha256 list) must be a plain file name -- no folders, no ``..``, no absolute path -- and ``manifest.json``,
+``labels.txt`` and every named file must not be a symlink that leads out of the folder (:func:`bundle_file`).
+A manifest breaking that rule is refused, with one line, before any file it names is opened.
 """
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping
 
 from edge.errors import BundleError
 from edge.features import FeatureConfig
+from edge.fileio import sha256_file
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 LABELS = "labels.txt"
 DEFAULT_BUNDLE_NAME = "kws_mobilenet_edge"
+#: the one place that names a bundle's model files, by model kind
+MODEL_FILES = {"int8": "model_int8.tflite", "float32": "model_float32.tflite", "float16": "model_float16.tflite",
+               "dynamic": "model_dynamic.tflite", "edgetpu": "model_edgetpu.tflite"}
 
 
 def repo_root() -> Path:
@@ -60,17 +68,6 @@ def default_bundle_path() -> Path:
     """The shipped default bundle (``$AURICLE_BUNDLE`` overrides it)."""
     env = os.environ.get("AURICLE_BUNDLE")
     return Path(env) if env else repo_root() / "firmware_assets" / DEFAULT_BUNDLE_NAME
-
-
-def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while True:
-            block = fh.read(chunk)
-            if not block:
-                break
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,7 +109,7 @@ class Bundle:
         kind = kind or self.default_model
         if kind not in self.models:
             have = ", ".join(sorted(self.models)) or "none"
-            regen = (self.manifest.get("regenerable_files") or {}).get(f"model_{kind}.tflite") or {}
+            regen = (self.manifest.get("regenerable_files") or {}).get(MODEL_FILES.get(kind, f"model_{kind}.tflite")) or {}
             if kind == "edgetpu":
                 fix = "compile it with edgetpu_compiler (see README, 'Coral')"
             elif regen.get("regenerate"):
@@ -120,11 +117,53 @@ class Bundle:
             else:
                 fix = "re-run converters/quantize.py with --also " + kind
             raise BundleError(f"bundle {self.path} has no {kind!r} model (it has: {have}); {fix}")
-        return self.path / self.models[kind].file
+        return bundle_file(self.path, self.models[kind].file, f"models.{kind}.file")
 
     def entry(self, kind: str | None = None) -> ModelEntry:
         self.model_path(kind)
         return self.models[kind or self.default_model]
+
+
+_CONFINED_FIX = ("a bundle may only use files in its own folder -- rebuild it, and use only bundles from a "
+                  "source you trust")
+
+
+def bundle_file(root: Path, name: Any, what: str) -> Path:
+    """``root / name`` for a file the bundle uses, checked before anything reads it.
+
+    ``name`` must be a plain file name (a string with no path separator, not ``.``/``..``, not absolute); the
+    path, with symlinks followed, must stay directly in the bundle folder and, where it exists, be a regular
+    file. Anything else raises :class:`BundleError` naming ``what`` (where the manifest names it).
+    """
+    plain = (isinstance(name, str) and name not in ("", ".", "..") and "\x00" not in name
+             and not any(sep in name for sep in ("/", "\\", os.sep, os.altsep or "/"))
+             and not os.path.isabs(name))
+    if not plain:
+        raise BundleError(f"{root / MANIFEST}: {what} {name!r} is not a plain file name inside the bundle (no "
+                          f"folders, no '..', no absolute paths); {_CONFINED_FIX}")
+    path = root / name
+    real = os.path.realpath(path)
+    if os.path.dirname(real) != os.path.realpath(root):
+        raise BundleError(f"bundle file {path} is a symlink to {real}, which is not in the bundle folder; "
+                          f"{_CONFINED_FIX}")
+    if os.path.exists(real) and not os.path.isfile(real):
+        raise BundleError(f"bundle file {path} is not a regular file; rebuild or re-copy the bundle")
+    return path
+
+
+def _check_names(root: Path, manifest: Mapping[str, Any]) -> None:
+    """Every file the manifest names, checked with :func:`bundle_file` before any of them is read."""
+    files = manifest.get("files") or {}
+    if not isinstance(files, Mapping):
+        raise BundleError(f"{root / MANIFEST}: 'files' must map file names to sha256; rebuild the bundle")
+    for name in files:
+        bundle_file(root, name, "'files' entry")
+    models = manifest.get("models") or {}
+    if isinstance(models, Mapping):
+        for kind, entry in models.items():
+            if isinstance(entry, Mapping) and "file" in entry:
+                bundle_file(root, entry["file"], f"models.{kind}.file")
+    bundle_file(root, LABELS, "labels file")
 
 
 def _read_json(path: Path) -> Any:
@@ -141,11 +180,31 @@ def load_bundle(path: str | os.PathLike[str] | None = None, *, verify: bool = Tr
     """Read and check a bundle folder. ``verify`` checks every file's sha256 against the manifest."""
     root = Path(path) if path is not None else default_bundle_path()
     if not root.exists():
-        raise BundleError(f"model bundle {root} does not exist; pass --model BUNDLE_DIR or build one with "
+        raise BundleError(f"model bundle {root} does not exist; pass --bundle BUNDLE_DIR or build one with "
                           "`make firmware`")
     if not root.is_dir():
         raise BundleError(f"model bundle {root} is not a folder; pass the bundle folder, not a file")
-    manifest = _read_json(root / MANIFEST)
+    manifest = _read_manifest(root)
+    _check_names(root, manifest)
+    config = FeatureConfig.from_dict(manifest["feature_config"])
+    if verify:
+        _verify_files(root, manifest.get("files") or {})
+    labels = _read_labels(root, manifest)
+    models, default = _read_models(root, manifest, labels)
+    background = manifest.get("background_labels")
+    if background is None:
+        background = [lab for lab in labels if lab.startswith("_")]
+    return Bundle(path=root, name=str(manifest.get("name") or root.name), manifest=manifest, feature_config=config,
+                  labels=labels, background_labels=frozenset(background), models=models, default_model=default)
+
+
+def as_bundle(bundle: Bundle | str | os.PathLike[str] | None) -> Bundle:
+    """A :class:`Bundle` as is; a folder (or ``None``: the default bundle) through :func:`load_bundle`."""
+    return bundle if isinstance(bundle, Bundle) else load_bundle(bundle)
+
+
+def _read_manifest(root: Path) -> dict[str, Any]:
+    manifest = _read_json(bundle_file(root, MANIFEST, "manifest"))
     if not isinstance(manifest, dict):
         raise BundleError(f"{root / MANIFEST} must hold a JSON object; rebuild the bundle")
     version = manifest.get("schema_version")
@@ -155,22 +214,24 @@ def load_bundle(path: str | os.PathLike[str] | None = None, *, verify: bool = Tr
     if "feature_config" not in manifest:
         raise BundleError(f"{root / MANIFEST} lacks feature settings ('feature_config'); the runtime "
                           "cannot compute features without them -- rebuild the bundle")
-    config = FeatureConfig.from_dict(manifest["feature_config"])
+    return manifest
 
-    files = manifest.get("files") or {}
-    if verify:
-        if not files:
-            raise BundleError(f"{root / MANIFEST} lists no sha256 'files'; rebuild the bundle")
-        for name, digest in files.items():
-            fp = root / name
-            if not fp.is_file():
-                raise BundleError(f"bundle file {fp} is missing; rebuild the bundle")
-            actual = sha256_file(fp)
-            if actual != digest:
-                raise BundleError(f"sha256 of {fp} is {actual[:12]}..., manifest says {str(digest)[:12]}...; "
-                                  "the file was changed or corrupted -- rebuild or re-copy the bundle")
 
-    labels_file = root / LABELS
+def _verify_files(root: Path, files: Mapping[str, str]) -> None:
+    if not files:
+        raise BundleError(f"{root / MANIFEST} lists no sha256 'files'; rebuild the bundle")
+    for name, digest in files.items():
+        fp = bundle_file(root, name, "'files' entry")
+        if not fp.is_file():
+            raise BundleError(f"bundle file {fp} is missing; rebuild the bundle")
+        actual = sha256_file(fp)
+        if actual != digest:
+            raise BundleError(f"sha256 of {fp} is {actual[:12]}..., manifest says {str(digest)[:12]}...; "
+                              "the file was changed or corrupted -- rebuild or re-copy the bundle")
+
+
+def _read_labels(root: Path, manifest: Mapping[str, Any]) -> tuple[str, ...]:
+    labels_file = bundle_file(root, LABELS, "labels file")
     if labels_file.is_file():
         labels = tuple(line.strip() for line in labels_file.read_text(encoding="utf-8").splitlines() if line.strip())
     else:
@@ -179,7 +240,12 @@ def load_bundle(path: str | os.PathLike[str] | None = None, *, verify: bool = Tr
         raise BundleError(f"bundle {root} has no labels (labels.txt); rebuild the bundle")
     if manifest.get("labels") and tuple(manifest["labels"]) != labels:
         raise BundleError(f"{labels_file} disagrees with manifest labels; rebuild the bundle")
+    return labels
 
+
+def _read_models(root: Path, manifest: Mapping[str, Any],
+                 labels: tuple[str, ...]) -> tuple[dict[str, ModelEntry], str]:
+    """The manifest's model entries and the default kind, checked against the labels."""
     models: dict[str, ModelEntry] = {}
     for kind, entry in (manifest.get("models") or {}).items():
         try:
@@ -196,41 +262,4 @@ def load_bundle(path: str | os.PathLike[str] | None = None, *, verify: bool = Tr
         if m.output.shape and m.output.shape[-1] != len(labels):
             raise BundleError(f"model {kind!r} has {m.output.shape[-1]} outputs but there are {len(labels)} "
                               "labels; rebuild the bundle")
-
-    background = manifest.get("background_labels")
-    if background is None:
-        background = [lab for lab in labels if lab.startswith("_")]
-    return Bundle(path=root, name=str(manifest.get("name") or root.name), manifest=manifest, feature_config=config,
-                  labels=labels, background_labels=frozenset(background), models=models, default_model=default)
-
-
-def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
-    """Write JSON to a temp file in the same folder, then rename into place."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=False, default=_json_default)
-            fh.write("\n")
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)   # mkstemp makes 0600; a bundle file should read like any other
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _json_default(obj: Any) -> Any:
-    try:
-        import numpy as np
-        if isinstance(obj, np.generic):
-            return obj.item()
-        if isinstance(obj, np.ndarray):
-            return obj.tolist()
-    except ImportError:  # pragma: no cover
-        pass
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+    return models, default

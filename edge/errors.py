@@ -1,11 +1,8 @@
 """The one exception family. Messages name the bad value and the fix; CLIs print one line and exit 2."""
 from __future__ import annotations
 
-import contextlib
-import os
 import sys
-import tempfile
-from typing import Callable, Iterator, NoReturn, Sequence
+from typing import Callable, NoReturn, Sequence
 
 EXIT_USAGE = 2
 
@@ -47,29 +44,3 @@ def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | N
     except BrokenPipeError:
         raise SystemExit(0) from None
     raise SystemExit(code or 0)
-
-
-@contextlib.contextmanager
-def captured_c_stderr(debug_env: str = "AURICLE_DEBUG") -> Iterator[Callable[[], str]]:
-    """Hold back C-level chatter on fd 2 (ALSA/PortAudio probing, "Created TensorFlow Lite XNNPACK
-    delegate", ...). Yields a function returning what was held back (first 4 KiB, once the block ends) so
-    an error message can quote it. Setting ``$debug_env`` (or AURICLE_DEBUG) lets it through instead."""
-    text = {"value": ""}
-    if os.environ.get(debug_env) or os.environ.get("AURICLE_DEBUG"):
-        yield lambda: text["value"]
-        return
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):   # no real fd 2 (embedded, some test runners)
-        yield lambda: text["value"]
-        return
-    with tempfile.TemporaryFile() as tmp:
-        os.dup2(tmp.fileno(), 2)
-        try:
-            yield lambda: text["value"]
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            text["value"] = tmp.read(4096).decode("utf-8", "replace")

@@ -1,4 +1,5 @@
-"""edge.runtime / edge.audio / edge.demo: resampler, interpreter helpers, Classifier, StreamingDetector.
+"""edge.interpreter / adapters / classifier / detector / resample / sources / scoring: resampler, interpreter
+helpers, Classifier, StreamingDetector, event scoring.
 
 Tiny real bundles come from tests/tiny_bundle.py (Keras -> int8 TFLite), built once per session.
 """
@@ -14,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tiny_bundle  # noqa: E402
 
-from edge.audio import ArraySource, FileSource, Resampler, check_source_rate, read_audio, resample  # noqa: E402
 from edge.errors import AudioError, AuricleError, BundleError  # noqa: E402
+from edge.resample import Resampler, resample  # noqa: E402
+from edge.sources import ArraySource, FileSource, check_source_rate, read_audio  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -97,7 +98,7 @@ def test_source_rate_must_cover_the_model_rate():
 
 # -- stateless interpreter helpers -----------------------------------------------------------------------
 def test_quantize_dequantize_round_trip_and_widening():
-    from edge.runtime import dequantize, quantize, top_k
+    from edge.adapters import dequantize, quantize, top_k
 
     x = np.array([-1.0, -0.02, 0.0, 0.013, 0.5, 100.0], np.float32)
     q = quantize(x, 0.01, -3, np.int8)
@@ -117,7 +118,8 @@ def test_quantize_dequantize_round_trip_and_widening():
 def test_helpers_use_the_interpreters_quantisation(edge_bundle):
     from edge.bundle import load_bundle
     from edge.features import log_mel, to_model_input
-    from edge.runtime import get_scores, input_details, make_interpreter, output_details, set_input
+    from edge.adapters import get_scores, input_details, output_details, set_input
+    from edge.interpreter import make_interpreter
 
     b = load_bundle(edge_bundle)
     interp, backend = make_interpreter(b.model_path("int8"), num_threads=1)
@@ -140,7 +142,8 @@ def test_helpers_use_the_interpreters_quantisation(edge_bundle):
 def test_streaming_prepare_equals_profile_transform(edge_bundle):
     from edge.bundle import load_bundle
     from edge.features import log_mel, to_model_input
-    from edge.runtime import _Model, quantize
+    from edge.adapters import quantize
+    from edge.classifier import _Model
 
     b = load_bundle(edge_bundle)
     m = _Model(b, model=None, num_threads=1, coral=False)
@@ -227,7 +230,7 @@ def test_background_labels_never_fire_and_debounce_holds(edge_bundle):
 
 def test_a_word_held_in_the_window_fires_once_until_its_score_falls(edge_bundle):
     from edge import StreamingDetector
-    from edge.runtime import REARM_FRACTION
+    from edge.detector import REARM_FRACTION
 
     x = word_stream([YES_CLIP, YES_CLIP, NO_CLIP], pad=0.3)
     det = StreamingDetector(edge_bundle, threshold=0.5, smooth=1, min_gap=0.0, num_threads=1)
@@ -302,7 +305,7 @@ def test_file_and_array_sources_match_at_48k(edge_bundle, tmp_path):
 @pytest.mark.filterwarnings("ignore:.*tf.lite.Interpreter is deprecated")
 def test_backend_falls_back_to_tensorflow_lite(edge_bundle, monkeypatch):
     from edge import Classifier
-    from edge.runtime import import_backend
+    from edge.interpreter import import_backend
 
     for name in ("ai_edge_litert", "ai_edge_litert.interpreter", "tflite_runtime", "tflite_runtime.interpreter"):
         monkeypatch.setitem(sys.modules, name, None)      # import of these now fails
@@ -326,10 +329,10 @@ def test_coral_needs_an_edgetpu_model_then_the_delegate(edge_bundle, tmp_path):
         Classifier(fake, coral=True)
 
 
-# -- demo scoring ----------------------------------------------------------------------------------------------
+# -- event scoring ----------------------------------------------------------------------------------------------
 def test_demo_scoring_rule():
-    from edge.demo import EARLY, LATE, TruthWord, score_events
-    from edge.runtime import Event
+    from edge import Event
+    from edge.scoring import EARLY, LATE, TruthWord, score_events
 
     truth = [TruthWord(1.0, 1.5, "yes"), TruthWord(4.0, 4.6, "no"), TruthWord(8.0, 8.5, "yes"),
              TruthWord(12.0, 12.4, "_silence_")]
@@ -350,7 +353,7 @@ def test_demo_scoring_rule():
 
 
 def test_read_truth(tmp_path):
-    from edge.demo import read_truth
+    from edge.scoring import read_truth
 
     p = tmp_path / "t.csv"
     p.write_text("start,end,label\n2.0,2.5,no\n\n0.5,1.0,yes\n# note\n")
@@ -381,9 +384,9 @@ def test_read_audio_and_file_errors(tmp_path):
 # -- soak --------------------------------------------------------------------------------------------------------
 SOAK = textwrap.dedent("""
     import json, sys
-    from edge.audio import FileSource
+    from edge.detector import StreamingDetector
     from edge.listen import run_source
-    from edge.runtime import StreamingDetector
+    from edge.sources import FileSource
 
     def rss_mb():
         for line in open("/proc/self/status"):

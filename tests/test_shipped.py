@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from edge.bundle import DEFAULT_BUNDLE_NAME, load_bundle, sha256_file
+from edge.bundle import DEFAULT_BUNDLE_NAME, load_bundle
+from edge.fileio import sha256_file
 
 REPO = Path(__file__).resolve().parent.parent
 ASSETS = REPO / "firmware_assets"
@@ -38,7 +39,7 @@ def test_bundle_verifies_and_matches_its_report(bundle):
 
 
 def test_readme_results_are_generated_from_the_bundles():
-    r = subprocess.run([sys.executable, "tools/readme_results.py", "--check"], cwd=REPO, capture_output=True,
+    r = subprocess.run([sys.executable, "-m", "tools.readme_results", "--check"], cwd=REPO, capture_output=True,
                        text=True)
     assert r.returncode == 0, r.stderr
 

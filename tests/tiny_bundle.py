@@ -9,7 +9,6 @@ Building takes a few seconds, so tests cache bundles per session with :func:`cac
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -20,15 +19,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from edge.bundle import MANIFEST, MODEL_FILES
+from edge.fileio import sha256_file, write_json_atomic
+
 DATA_DIR = Path(__file__).resolve().parent / "data" / "speech_commands"
 DEFAULT_LABELS = ("yes", "no", "_silence_")
 DEFAULT_SHIFTS = (-0.45, -0.35, -0.25, -0.15, -0.05, 0.05, 0.15, 0.25, 0.35, 0.45)  # seconds, word in the 1 s frame
 
 _CACHE: dict[tuple, Path] = {}
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def load_clip(path: str | os.PathLike[str]) -> np.ndarray:
@@ -196,7 +194,7 @@ def make_tiny_bundle(out_dir: str | os.PathLike[str], *, profile: str = "edge",
     try:
         entries: dict[str, Any] = {}
         for kind, blob in models.items():
-            fname = f"model_{kind}.tflite"
+            fname = MODEL_FILES[kind]
             (tmp / fname).write_bytes(blob)
             inp, outp = _io_specs(blob)
             entries[kind] = {"file": fname, "input": inp, "output": outp}
@@ -229,13 +227,13 @@ def write_manifest(bundle_dir: str | os.PathLike[str], manifest: dict[str, Any])
     """(Re)write manifest.json with the sha256 of every other file in the folder."""
     bundle_dir = Path(bundle_dir)
     manifest = dict(manifest)
-    manifest["files"] = {p.name: _sha256(p) for p in sorted(bundle_dir.iterdir())
-                         if p.is_file() and p.name != "manifest.json" and not p.name.startswith(".")}
-    (bundle_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    manifest["files"] = {p.name: sha256_file(p) for p in sorted(bundle_dir.iterdir())
+                         if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")}
+    write_json_atomic(bundle_dir / MANIFEST, manifest)
 
 
 def read_manifest(bundle_dir: str | os.PathLike[str]) -> dict[str, Any]:
-    return json.loads((Path(bundle_dir) / "manifest.json").read_text(encoding="utf-8"))
+    return json.loads((Path(bundle_dir) / MANIFEST).read_text(encoding="utf-8"))
 
 
 def copy_bundle(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Path:
@@ -253,8 +251,8 @@ def add_fake_edgetpu_model(bundle_dir: str | os.PathLike[str]) -> Path:
     """
     bundle_dir = Path(bundle_dir)
     manifest = read_manifest(bundle_dir)
-    shutil.copyfile(bundle_dir / manifest["models"]["int8"]["file"], bundle_dir / "model_edgetpu.tflite")
-    manifest["models"]["edgetpu"] = dict(manifest["models"]["int8"], file="model_edgetpu.tflite")
+    shutil.copyfile(bundle_dir / manifest["models"]["int8"]["file"], bundle_dir / MODEL_FILES["edgetpu"])
+    manifest["models"]["edgetpu"] = dict(manifest["models"]["int8"], file=MODEL_FILES["edgetpu"])
     write_manifest(bundle_dir, manifest)
     return bundle_dir
 

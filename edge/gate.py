@@ -1,0 +1,112 @@
+"""From window scores to events: smoothing, threshold, per-label debounce and hysteresis.
+
+:class:`EventGate` is the one implementation of the rule. :class:`edge.detector.StreamingDetector` feeds it
+each window's scores as they are computed; ``edge.evaluate`` replays stored window scores through it to
+sweep thresholds and smoothing without running the model again, so a swept point is exactly what
+``edge.listen`` would report with those settings.
+
+The rule, per window (``raw``: the model's scores for the window ending at ``t`` seconds):
+
+1. smoothed = mean of the last ``smooth`` windows of the current segment (fewer at its start);
+2. a label that fired is *disarmed* until its smoothed score falls below ``REARM_FRACTION x threshold``
+   (hysteresis; off at threshold 0), so one long word fires once;
+3. an armed foreground label fires when its smoothed score >= ``threshold`` and at least ``min_gap``
+   seconds passed since its last event; events of one window are ordered by score, best first.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = ["Event", "EventGate", "REARM_FRACTION"]
+
+REARM_FRACTION = 0.5       # after an event, a label fires again only once its score fell below this x threshold
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    time: float            # end of the window, seconds of stream
+    label: str
+    score: float           # smoothed score
+    window: int            # index of the window since the stream started
+    scores: tuple[float, ...] | None = None   # all smoothed scores, when asked for
+
+    def to_dict(self, labels: Sequence[str] | None = None) -> dict[str, Any]:
+        d: dict[str, Any] = {"time": round(self.time, 4), "label": self.label, "score": round(self.score, 6)}
+        if self.scores is not None and labels is not None:
+            d["scores"] = {lab: round(s, 6) for lab, s in zip(labels, self.scores)}
+        return d
+
+
+class EventGate:
+    """Stateful smoothing + firing rule over a stream of window scores (see the module doc)."""
+
+    def __init__(self, labels: Sequence[str], background: Sequence[str] | frozenset[str], *, threshold: float,
+                 smooth: int, min_gap: float, all_scores: bool = False) -> None:
+        self.labels = list(labels)
+        self.threshold = float(threshold)
+        self.smooth = int(smooth)
+        self.min_gap = float(min_gap)
+        self.all_scores = bool(all_scores)
+        k = len(self.labels)
+        self._fg_idx = np.asarray([i for i, lab in enumerate(self.labels) if lab not in set(background)], dtype=int)
+        self._hist = np.zeros((self.smooth, k), dtype=np.float64)
+        self._smoothed = np.zeros(k, dtype=np.float64)
+        self._last = np.full(k, -math.inf)
+        self._armed = np.ones(k, dtype=bool)
+        self._pos = 0
+        self._count = 0
+
+    def reset(self) -> None:
+        """A new stream: debounce and hysteresis cleared, smoothing restarted."""
+        self._last.fill(-math.inf)
+        self._armed.fill(True)
+        self.restart_segment()
+
+    def restart_segment(self) -> None:
+        """Audio was lost: smoothing restarts (no average spans a gap); debounce state is kept."""
+        self._pos = 0
+        self._count = 0
+
+    def smooth_scores(self, raw: np.ndarray) -> np.ndarray:
+        """Mean of the last ``smooth`` windows of this segment (a preallocated buffer, valid until the next call)."""
+        self._hist[self._pos] = raw
+        self._pos = (self._pos + 1) % self.smooth
+        self._count = min(self._count + 1, self.smooth)
+        sm = self._smoothed
+        if self._count == 1:
+            sm[:] = raw
+        else:
+            np.add.reduce(self._hist[:self._count], axis=0, out=sm)
+            np.divide(sm, float(self._count), out=sm)
+        return sm
+
+    def fire(self, sm: np.ndarray, t: float, index: int) -> list[Event]:
+        """Threshold + per-label debounce and hysteresis over the foreground labels; best score first."""
+        fg = self._fg_idx
+        s = sm[fg]
+        thr = self.threshold
+        rearm = thr * REARM_FRACTION
+        unarmed = ~self._armed[fg]
+        if unarmed.any():   # hysteresis (off at threshold 0): the word must fade before it can fire again
+            self._armed[fg[unarmed & ((s < rearm) | (rearm <= 0.0))]] = True
+        ready = self._armed[fg] & (s >= thr) & (t - self._last[fg] >= self.min_gap - 1e-9)
+        if not ready.any():
+            return []
+        fired = []
+        for li in fg[ready]:
+            self._last[li] = t
+            self._armed[li] = False
+            fired.append(Event(time=t, label=self.labels[li], score=float(sm[li]), window=index,
+                               scores=tuple(float(v) for v in sm) if self.all_scores else None))
+        if len(fired) > 1:
+            fired.sort(key=lambda e: -e.score)
+        return fired
+
+    def step(self, raw: np.ndarray, t: float, index: int) -> tuple[np.ndarray, list[Event]]:
+        """One window: its smoothed scores and the events it fires."""
+        sm = self.smooth_scores(raw)
+        return sm, self.fire(sm, t, index)
