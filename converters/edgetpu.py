@@ -1,7 +1,7 @@
 """Edge TPU readiness: check a ``.tflite`` model the way ``edgetpu_compiler`` will judge it, and run the
 compiler when it is installed.
 
-The compiler is x86-64 Linux only and is not on these machines (../shared/docs/DESIGN.md, "Runtime
+The compiler is x86-64 Linux only and is not on these machines (docs/DESIGN.md, "Runtime
 backends"), so the rules are checked here, from the flatbuffer (:mod:`converters.inspect_model`):
 
 1. every tensor is 8-bit (int8/uint8). Allowed besides: int32 *constant* operands -- the bias of
@@ -20,7 +20,7 @@ on the CPU. The report marks where that happens.
 
 Source of the op table: Coral, "TensorFlow models on the Edge TPU", section "Supported operations",
 https://coral.ai/docs/edgetpu/models-intro/#supported-operations (Edge TPU compiler 16, runtime 14).
-DEQUANTIZE is not in that table (see google-coral/edgetpu#659): it runs on the CPU.
+DEQUANTIZE is not in that table (https://github.com/google-coral/edgetpu/issues/659): it runs on the CPU.
 
 CLI::
 
@@ -37,16 +37,14 @@ import os
 import shlex
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
-if __package__ in (None, ""):  # run as a script: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 from converters.inspect_model import ModelInfo, read_model
+from edge.bundle import MANIFEST, MODEL_FILES, load_bundle
 from edge.errors import AuricleError, run_cli
+from edge.fileio import sha256_file, write_bytes_atomic, write_json_atomic
 
 __all__ = ["SUPPORTED_OPS", "OPS_SOURCE", "EdgeTpuReport", "OpRow", "check_edgetpu", "format_report",
            "find_compiler", "compile_model", "compile_command", "add_compiled_model", "main"]
@@ -184,96 +182,109 @@ def _op_problem(info: ModelInfo, op: Any) -> str:
     return ""
 
 
-def check_edgetpu(model: str | os.PathLike[str] | bytes | ModelInfo) -> EdgeTpuReport:
-    """Check the rules in the module docstring. Never raises for an unready model: see ``report.ready``."""
-    info = model if isinstance(model, ModelInfo) else read_model(model)
+class _Graph:
+    """Who makes and who reads each tensor of a model."""
+
+    def __init__(self, info: ModelInfo) -> None:
+        self.info = info
+        self.consumers: dict[int, list[Any]] = {}
+        self.producer: dict[int, Any] = {}
+        for op in info.ops:
+            for i in op.inputs:
+                if i >= 0:
+                    self.consumers.setdefault(i, []).append(op)
+            for o in op.outputs:
+                self.producer[o] = op
+
+
+def _why_op_does_not_map(info: ModelInfo, op: Any) -> str:
+    """Why ``op`` stays on the CPU (not in the table, a limitation, float or computed int32 tensors); empty when
+    it maps."""
     t = info.tensors
-    problems: list[str] = []
-    notes: list[str] = []
-    if info.subgraphs != 1:
-        problems.append(f"the model has {info.subgraphs} subgraphs; the Edge TPU compiler needs exactly one")
+    if op.name not in SUPPORTED_OPS:
+        return f"{op.name} is not in the Edge TPU's supported operations"
+    why = _op_problem(info, op)
+    if why:
+        return why
+    float_ts = [t[i] for i in (*op.inputs, *op.outputs) if i >= 0 and t[i].dtype not in (*_EIGHT_BIT, "int32")]
+    allowed_float = (op.name == "QUANTIZE" and all(x.index in info.inputs for x in float_ts)
+                     and all(t[o].dtype in _EIGHT_BIT for o in op.outputs))
+    if float_ts and not allowed_float:
+        return f"{op.name} computes in {'/'.join(sorted({x.dtype for x in float_ts}))}, not 8-bit"
+    if any(i >= 0 and t[i].dtype == "int32" and not t[i].constant for i in (*op.inputs, *op.outputs)):
+        return f"{op.name} works on computed int32 tensors (shape arithmetic of a dynamic graph)"
+    return ""
 
-    consumers: dict[int, list[Any]] = {}
-    producer: dict[int, Any] = {}
+
+def _op_rows(info: ModelInfo) -> list[OpRow]:
+    rows = []
     for op in info.ops:
-        for i in op.inputs:
-            if i >= 0:
-                consumers.setdefault(i, []).append(op)
-        for o in op.outputs:
-            producer[o] = op
+        why = _why_op_does_not_map(info, op)
+        rows.append(OpRow(index=op.index, op=op.name, maps=not why, note=why))
+    return rows
 
-    rows: list[OpRow] = []
-    op_bad: dict[int, str] = {}
-    for op in info.ops:
-        if op.name not in SUPPORTED_OPS:
-            op_bad[op.index] = f"{op.name} is not in the Edge TPU's supported operations"
-        else:
-            why = _op_problem(info, op)
-            if why:
-                op_bad[op.index] = why
-        float_ts = [t[i] for i in (*op.inputs, *op.outputs) if i >= 0 and t[i].dtype not in (*_EIGHT_BIT, "int32")]
-        allowed_float = (op.name == "QUANTIZE" and all(x.index in info.inputs for x in float_ts)
-                         and all(t[o].dtype in _EIGHT_BIT for o in op.outputs))
-        if float_ts and not allowed_float and op.index not in op_bad:
-            kinds = sorted({x.dtype for x in float_ts})
-            op_bad[op.index] = f"{op.name} computes in {'/'.join(kinds)}, not 8-bit"
-        bad_int32 = [t[i] for i in (*op.inputs, *op.outputs) if i >= 0 and t[i].dtype == "int32" and not t[i].constant]
-        if bad_int32 and op.index not in op_bad:
-            op_bad[op.index] = (f"{op.name} works on computed int32 tensors (shape arithmetic of a dynamic "
-                                "graph)")
-        rows.append(OpRow(index=op.index, op=op.name, maps=op.index not in op_bad,
-                          note=op_bad.get(op.index, "")))
 
-    # a trailing DEQUANTIZE that produces a graph output is the normal float-output tail: CPU, not an error
-    tail_ok: set[int] = set()
+def _cpu_tail(info: ModelInfo) -> set[int]:
+    """Trailing DEQUANTIZE ops that produce graph outputs: the normal float-output tail (CPU, not an error)."""
+    tail: set[int] = set()
     for op in reversed(info.ops):
         if op.name == "DEQUANTIZE" and all(o in info.outputs for o in op.outputs):
-            tail_ok.add(op.index)
+            tail.add(op.index)
         else:
             break
-    for r in rows:
-        if r.index in tail_ok:
-            notes.append(f"op {r.index} DEQUANTIZE produces a float output; it runs on the CPU after the Edge "
-                         "TPU part (use --io int8/uint8 to drop it)")
+    return tail
+
+
+def _op_findings(rows: Sequence[OpRow], tail: set[int]) -> tuple[list[str], list[str]]:
+    """(problems, notes) of the op rows: ops that do not map, grouped by op and reason; the CPU tail noted."""
+    notes = [f"op {r.index} DEQUANTIZE produces a float output; it runs on the CPU after the Edge TPU part "
+             "(use --io int8/uint8 to drop it)" for r in rows if r.index in tail]
     grouped: dict[tuple[str, str], list[int]] = {}
     for r in rows:
-        if not r.maps and r.index not in tail_ok:
+        if not r.maps and r.index not in tail:
             grouped.setdefault((r.op, r.note), []).append(r.index)
+    problems = []
     for (name, note), idx in grouped.items():
         where = ", ".join(str(i) for i in idx[:6]) + (f" ... ({len(idx)} in all)" if len(idx) > 6 else "")
         problems.append(f"{name} (op{'s' if len(idx) > 1 else ''} {where}): {note}")
+    return problems, notes
 
-    # tensors: 8-bit apart from constant int32 operands and the allowed float I/O
+
+def _tensor_findings(graph: _Graph, tail: set[int]) -> tuple[list[str], list[str]]:
+    """(problems, notes) of the tensors: 8-bit apart from constant int32 operands and the allowed float I/O."""
+    info, consumers, producer = graph.info, graph.consumers, graph.producer
+    notes: list[str] = []
     int32_params = 0
-    bad_tensors: dict[str, list[str]] = {}
-    for x in t:
+    bad: dict[str, list[str]] = {}
+    for x in info.tensors:
+        made_by = producer.get(x.index)
+        users = consumers.get(x.index, [])
         if x.dtype in _EIGHT_BIT:
             continue
-        if x.dtype == "int32" and x.constant:
-            int32_params += 1
-            continue
         if x.dtype == "int32":
-            continue  # computed int32: reported through the op that computes it
-        if x.dtype == "float32" and x.index in info.inputs and consumers.get(x.index) \
-                and all(c.name == "QUANTIZE" for c in consumers[x.index]):
+            int32_params += x.constant  # a computed int32 tensor is reported through the op that computes it
+            continue
+        if x.dtype == "float32" and x.index in info.inputs and users and all(c.name == "QUANTIZE" for c in users):
             notes.append(f"float32 input {x.name!r} is quantized by a QUANTIZE op on the CPU")
             continue
-        made_by = producer.get(x.index)
-        if x.dtype == "float32" and x.index in info.outputs and made_by is not None and made_by.index in tail_ok:
+        if x.dtype == "float32" and x.index in info.outputs and made_by is not None and made_by.index in tail:
             continue
-        users = consumers.get(x.index, [])
         where = (f"output of op {made_by.index} {made_by.name}" if made_by is not None
                  else f"{'constant ' if x.constant else ''}input of op {users[0].index} {users[0].name}" if users
                  else "unused")
-        bad_tensors.setdefault(x.dtype, []).append(f"{x.name!r} ({where})")
-    for dtype, names in bad_tensors.items():
-        more = f" and {len(names) - 2} more" if len(names) > 2 else ""
-        problems.append(f"{len(names)} {dtype} tensor(s), not int8/uint8: {', '.join(names[:2])}{more}")
+        bad.setdefault(x.dtype, []).append(f"{x.name!r} ({where})")
+    problems = [f"{len(names)} {dtype} tensor(s), not int8/uint8: {', '.join(names[:2])}"
+                f"{f' and {len(names) - 2} more' if len(names) > 2 else ''}" for dtype, names in bad.items()]
     if int32_params:
         notes.append(f"{int32_params} int32 constant tensors (biases, shape/axis operands) -- normal for int8 "
                      "models and accepted by the compiler")
+    return problems, notes
 
-    # static shapes, batch 1, at most three non-trivial dimensions in activations
+
+def _shape_problems(info: ModelInfo) -> list[str]:
+    """Static shapes, batch 1, at most three non-trivial dimensions in activations."""
+    t = info.tensors
+    problems = []
     dynamic = [x for x in t if x.dynamic]
     if dynamic:
         ex = dynamic[0]
@@ -288,9 +299,23 @@ def check_edgetpu(model: str | os.PathLike[str] | bytes | ModelInfo) -> EdgeTpuR
         if not x.constant and len(dims) > 3 and any(d > 1 for d in dims[:-3]):
             problems.append(f"tensor {x.name!r} {list(dims)}: more than 3 dimensions larger than 1")
             break
+    return problems
 
+
+def check_edgetpu(model: str | os.PathLike[str] | bytes | ModelInfo) -> EdgeTpuReport:
+    """Check the rules in the module docstring. Never raises for an unready model: see ``report.ready``."""
+    info = model if isinstance(model, ModelInfo) else read_model(model)
+    problems: list[str] = []
+    if info.subgraphs != 1:
+        problems.append(f"the model has {info.subgraphs} subgraphs; the Edge TPU compiler needs exactly one")
+    rows = _op_rows(info)
+    tail = _cpu_tail(info)
+    op_problems, notes = _op_findings(rows, tail)
+    tensor_problems, tensor_notes = _tensor_findings(_Graph(info), tail)
+    problems += op_problems + tensor_problems + _shape_problems(info)
+    notes += tensor_notes
     first_cpu = next((r.index for r in rows if not r.maps), None)
-    if first_cpu is not None and first_cpu not in tail_ok:
+    if first_cpu is not None and first_cpu not in tail:
         after = len(rows) - first_cpu - 1
         if after:
             notes.append(f"the compiler stops mapping at op {first_cpu} ({rows[first_cpu].op}); the {after} op(s) "
@@ -330,16 +355,20 @@ def find_compiler() -> str | None:
     return shutil.which(COMPILER)
 
 
-def compile_command(model: str | os.PathLike[str], out_dir: str | os.PathLike[str] | None = None) -> str:
-    """The exact command to run on an x86-64 Debian/Ubuntu machine (then register the result with --add)."""
+def compile_command(model: str | os.PathLike[str], out_dir: str | os.PathLike[str] | None = None, *,
+                    script: str | os.PathLike[str] | None = None) -> str:
+    """The exact command to run on an x86-64 Debian/Ubuntu machine (then register the result with --add).
+
+    ``script`` is how the command names this file; default: relative to the current folder when inside it."""
     model = Path(model)
     out_dir = Path(out_dir) if out_dir is not None else model.parent
     compiled = out_dir / f"{model.stem}_edgetpu.tflite"
-    here = Path(__file__).resolve()
-    try:
-        script = here.relative_to(Path.cwd())
-    except ValueError:
-        script = here
+    if script is None:
+        here = Path(__file__).resolve()
+        try:
+            script = here.relative_to(Path.cwd())
+        except ValueError:
+            script = here
     return (f"{COMPILER} -s -o {shlex.quote(str(out_dir))} {shlex.quote(str(model))} && "
             f"python {shlex.quote(str(script))} {shlex.quote(str(out_dir))} --add {shlex.quote(str(compiled))}")
 
@@ -368,8 +397,6 @@ def compile_model(model: str | os.PathLike[str], out_dir: str | os.PathLike[str]
 def add_compiled_model(bundle: str | os.PathLike[str], compiled: str | os.PathLike[str]) -> Path:
     """Copy a compiled model into a bundle as ``model_edgetpu.tflite`` and register it in the manifest
     (``models.edgetpu`` with the int8 model's I/O, and its sha256 in ``files``)."""
-    from edge.bundle import MANIFEST, load_bundle, sha256_file, write_json_atomic
-
     b = load_bundle(bundle)
     compiled = Path(compiled)
     if not compiled.is_file():
@@ -379,12 +406,9 @@ def add_compiled_model(bundle: str | os.PathLike[str], compiled: str | os.PathLi
         raise AuricleError(f"{compiled} holds no edgetpu-custom-op; it is not an {COMPILER} output")
     if "int8" not in b.models:
         raise AuricleError(f"bundle {b.path} has no int8 model to take the input/output spec from")
-    dest = b.path / "model_edgetpu.tflite"
+    dest = b.path / MODEL_FILES["edgetpu"]
     if compiled.resolve() != dest.resolve():
-        fd, tmp = tempfile.mkstemp(prefix=".model_edgetpu.", dir=b.path)
-        os.close(fd)
-        shutil.copyfile(compiled, tmp)
-        os.replace(tmp, dest)
+        write_bytes_atomic(dest, compiled.read_bytes())
     manifest = json.loads((b.path / MANIFEST).read_text(encoding="utf-8"))
     manifest["models"]["edgetpu"] = dict(manifest["models"]["int8"], file=dest.name)
     manifest["files"][dest.name] = sha256_file(dest)
@@ -394,8 +418,8 @@ def add_compiled_model(bundle: str | os.PathLike[str], compiled: str | os.PathLi
 
 
 def _model_of(target: Path) -> Path:
+    """The model to check: the file itself, or a bundle folder's int8 model."""
     if target.is_dir():
-        from edge.bundle import load_bundle
         b = load_bundle(target, verify=False)
         return b.model_path("int8")
     return target

@@ -2,7 +2,7 @@
 
 This reads the model file itself (with the ``tflite`` flatbuffer package), not an interpreter: once the
 default XNNPACK delegate has taken over, an interpreter reports most of the graph as one ``DELEGATE`` node,
-so it cannot list a model's own ops (see ../shared/docs/DESIGN.md, "Runtime backends").
+so it cannot list a model's own ops (see docs/DESIGN.md, "Runtime backends").
 
 ``python converters/inspect_model.py MODEL.tflite`` prints the inputs, outputs and one line per operator.
 """
@@ -11,12 +11,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import sys
 from pathlib import Path
 from typing import Any, Sequence
-
-if __package__ in (None, ""):  # run as a script: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
 

@@ -17,21 +17,24 @@ Steps (a thin CLI over :func:`quantize_run`, a typed keyword-only core):
    then read back from the flatbuffer: if any op still computes in float (the converter can leave an op
    it has no int8 kernel for between DEQUANTIZE/QUANTIZE even with INT8-only ops), the conversion fails
    and names the op. It never falls back to float silently.
-4. **Verify** on the test split: Keras float, TFLite float32 and TFLite int8 (and any ``--also`` model)
-   go through the same evaluation code (the TFLite ones through ``edge.runtime``: ``make_interpreter``,
-   ``set_input``, ``get_scores`` -- the device path). Reported: accuracy of each, top-1 agreement, per-class
-   recall change, file sizes. Exit 1 (and no bundle) when int8 accuracy is more than ``--max-drop``
-   percentage points (default 2) below the Keras float model.
+4. **Verify** on the test split: Keras float, TFLite float32 and TFLite int8 (and any ``--also`` kind)
+   go through the same evaluation code (the TFLite ones through the device path:
+   ``edge.interpreter.make_interpreter``, ``edge.adapters.set_input`` / ``get_scores``). Reported: accuracy
+   of each, top-1 agreement, per-class recall change, file sizes. Exit 1 (and no bundle) when int8 accuracy
+   is more than ``--max-drop`` percentage points (default 2) below the Keras float model.
 5. **Edge TPU readiness** (:mod:`converters.edgetpu`): op table, 8-bit tensors, static shapes; runs
    ``edgetpu_compiler`` when it is on PATH (adds ``model_edgetpu.tflite``), else prints the command.
 6. **Write the bundle** (the contract in ``edge/bundle.py``): ``model_int8.tflite``,
    ``model_float32.tflite``, ``labels.txt``, ``model_data.h/.cc`` (TFLite Micro C array), the run's
-   ``report.json``/``report.md``/``curves.png``/``confusion.png`` and ``manifest.json``. Everything is written into ``.NAME.tmp-<pid>-XXXX`` beside the target and swapped
-   into place in one atomic rename (``renameat2(RENAME_EXCHANGE)``), so a failed or killed conversion
-   leaves no partial bundle and never touches an existing one; stale temp folders of dead processes are
-   removed by the next run.
+   ``report.json``/``report.md``/``curves.png``/``confusion.png`` and ``manifest.json``. Everything is
+   written into ``.NAME.tmp-<pid>-XXXX`` beside the target and swapped into place in one atomic rename
+   (``renameat2(RENAME_EXCHANGE)``), so a failed or killed conversion leaves no partial bundle and never
+   touches an existing one; stale temp folders of dead processes are removed by the next run.
 
-Large files (issue #7): a float32 model over ``--float-max-mb`` (default 30) is still used for
+The manifest records paths relative to the repository root (and its commands run from there), never a
+path of the machine that built the bundle.
+
+Large files: a float32 model over ``--float-max-mb`` (default 30) is still used for
 verification but not written; the manifest lists it under ``regenerable_files`` with its sha256, size and
 the command that writes it. ``--c-array-max-mb`` does the same for ``model_data.cc``. ``load_bundle`` only
 verifies what ``files`` lists, so such a bundle still verifies.
@@ -44,11 +47,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import ctypes
 import dataclasses
-from io import StringIO
-import json
 import math
 import os
 import re
@@ -62,32 +62,34 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-if __package__ in (None, ""):  # run as a script: make the repository root importable
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import numpy as np
 
-from edge.bundle import LABELS, MANIFEST, SCHEMA_VERSION, sha256_file, write_json_atomic
+from converters import c_array, edgetpu
+from converters.inspect_model import read_model
+from edge.adapters import get_scores, input_details, output_details, set_input
+from edge.bundle import LABELS, MANIFEST, MODEL_FILES, SCHEMA_VERSION, repo_root
+from edge.cstreams import captured_fds
 from edge.errors import AuricleError, BundleError, fail, run_cli
 from edge.features import FeatureConfig, fit_to_clip, log_mel, model_input_shape, to_model_input
+from edge.fileio import sha256_bytes, sha256_file, write_bytes_atomic, write_json_atomic, write_text_atomic
+from edge.interpreter import make_interpreter
+from edge.splits import SPLITS
+from training.data import load_audio, one_blas_thread
+from training.report import per_class_metrics
+from training.run_folder import REPORT_FILES, RunFolder, load_run
 
 __all__ = [
-    "IO_TYPES", "EXTRA_KINDS", "MODEL_FILES", "QuantizeConfig", "VerificationFailed", "RunFolder",
-    "load_run", "load_keras_model", "select_representative", "clip_features", "convert_model",
-    "keras_to_tflite", "check_full_integer", "evaluate", "quantize_run", "build_parser", "main",
+    "IO_TYPES", "EXTRA_KINDS", "QuantizeConfig", "VerificationFailed", "load_keras_model", "select_representative",
+    "clip_features", "convert_model", "keras_to_tflite", "check_full_integer", "evaluate", "quantize_run",
+    "build_parser", "main",
 ]
 
 IO_TYPES = ("int8", "uint8")
 EXTRA_KINDS = ("float32", "float16", "dynamic")
-MODEL_FILES = {"int8": "model_int8.tflite", "float32": "model_float32.tflite", "float16": "model_float16.tflite",
-               "dynamic": "model_dynamic.tflite", "edgetpu": "model_edgetpu.tflite"}
-#: copied from the run folder into the bundle when present (the training report, as the run wrote it)
-RUN_REPORT_FILES = ("report.json", "report.md", "curves.png", "confusion.png")
 DEFAULT_REPRESENTATIVE = 300
 DEFAULT_MAX_DROP = 2.0          # percentage points
 DEFAULT_FLOAT_MAX_MB = 30.0
 DEFAULT_C_ARRAY_MAX_MB = 30.0
-SPLITS = ("train", "val", "test")
 _MB = 1024 * 1024
 _EVAL_BATCH = 32
 _TMP_TAG = ".tmp-"
@@ -171,159 +173,29 @@ class _Progress:
             _say(f"{self.label}: {done}/{self.total} ({rate:.1f}/s)")
 
 
+def _console() -> Any:
+    """A line-buffered copy of fd 2 for progress lines, taken before fd 2 is held back; None without one."""
+    try:
+        sys.stderr.flush()
+        return os.fdopen(os.dup(2), "w", buffering=1)
+    except (OSError, ValueError):
+        return None
+
+
 @contextlib.contextmanager
 def _quiet() -> Iterator[Callable[[], str]]:
     """Hold back what TensorFlow prints on fds 1 and 2 (``Saved artifact at ...``, MLIR and absl logs) while
     keeping our progress lines visible; the text is available for error messages. AURICLE_DEBUG=1 shows it."""
-    text = {"value": ""}
-    if os.environ.get("AURICLE_DEBUG"):
-        yield lambda: text["value"]
-        return
+    console = _console()
+    if console is not None:
+        _CONSOLE.append(console)
     try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        saved_out, saved_err = os.dup(1), os.dup(2)
-    except (OSError, ValueError):
-        yield lambda: text["value"]
-        return
-    console = os.fdopen(os.dup(saved_err), "w", buffering=1)
-    _CONSOLE.append(console)
-    with tempfile.TemporaryFile() as tmp:
-        os.dup2(tmp.fileno(), 1)
-        os.dup2(tmp.fileno(), 2)
-
-        def read() -> str:
-            try:
-                tmp.seek(0)
-                return tmp.read().decode("utf-8", "replace")
-            except (OSError, ValueError):
-                return ""
-        try:
-            yield read
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved_out, 1)
-            os.dup2(saved_err, 2)
-            os.close(saved_out)
-            os.close(saved_err)
-            _CONSOLE.pop()
+        with captured_fds((1, 2), limit=None) as captured:
+            yield captured
+    finally:
+        if console is not None:
+            _CONSOLE.remove(console)
             console.close()
-            text["value"] = read()
-
-
-# -- the run folder ------------------------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class RunFolder:
-    path: Path
-    model_path: Path
-    config: FeatureConfig
-    labels: tuple[str, ...]
-    rows: tuple[tuple[str, str, str], ...]      # (relative path, label, split) from split.csv
-    data_root: Path
-    train_config: dict[str, Any]
-    report: dict[str, Any]
-
-    def split(self, name: str) -> list[tuple[str, str]]:
-        return [(p, lab) for p, lab, s in self.rows if s == name]
-
-
-def _read_json_file(path: Path, what: str) -> Any:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise AuricleError(f"{path} is missing; {what}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise AuricleError(f"{path} is not valid JSON ({exc}); {what}") from None
-    except OSError as exc:
-        raise AuricleError(f"cannot read {path}: {exc.strerror or exc}") from None
-
-
-def _read_split(path: Path, labels: Sequence[str]) -> list[tuple[str, str, str]]:
-    """``path,label,split`` rows (an extra ``group`` column is allowed), checked."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise AuricleError(f"{path} is missing; the run folder must hold the split it was trained on "
-                           "(python -m training.train writes it)") from None
-    reader = csv.DictReader(StringIO(text))
-    need = {"path", "label", "split"}
-    if reader.fieldnames is None or not need <= set(reader.fieldnames):
-        raise AuricleError(f"{path}: header {reader.fieldnames} lacks {sorted(need)}; it must be the split.csv "
-                           "written by training")
-    known = set(labels)
-    rows = []
-    for line_no, row in enumerate(reader, start=2):
-        rel, label, split = (row.get("path") or "").strip(), (row.get("label") or "").strip(), \
-            (row.get("split") or "").strip()
-        if not rel:
-            continue
-        if split not in SPLITS:
-            raise AuricleError(f"{path}:{line_no}: split {split!r} is not one of {SPLITS}")
-        if label not in known:
-            raise AuricleError(f"{path}:{line_no}: label {label!r} is not in labels.txt; the run folder is "
-                               "inconsistent -- retrain it")
-        rows.append((rel, label, split))
-    return rows
-
-
-def _resolve_data_root(run: Path, train_config: dict[str, Any], data: str | None) -> Path:
-    if data is not None:
-        root = Path(data).expanduser()
-        if not root.is_dir():
-            raise AuricleError(f"--data {data}: no such folder; pass the dataset root that split.csv paths are "
-                               "relative to")
-        return root.resolve()
-    recorded = train_config.get("data")
-    if not recorded:
-        raise AuricleError(f"{run / 'train_config.json'} records no dataset folder ('data'); pass --data DIR")
-    rec = Path(str(recorded)).expanduser()
-    if rec.is_absolute():
-        candidates = [rec]
-    else:  # relative to the cwd training ran in: usually the repository root, the run's grandparent
-        repo = Path(__file__).resolve().parent.parent
-        candidates = [Path.cwd() / rec, run.resolve().parent.parent / rec, repo / rec, run / rec]
-    for c in candidates:
-        if c.is_dir():
-            return c.resolve()
-    raise AuricleError(f"the run's dataset folder {recorded!r} (from train_config.json) was not found; the data "
-                       "has moved -- pass --data DIR")
-
-
-def load_run(run: str | os.PathLike[str], *, data: str | None = None) -> RunFolder:
-    """Read and check a run folder (no TensorFlow needed)."""
-    path = Path(run)
-    if not path.is_dir():
-        raise AuricleError(f"run folder {path} does not exist; pass --run runs/NAME (a folder written by "
-                           "python -m training.train)")
-    model_path = path / "model.keras"
-    if not model_path.is_file():
-        raise AuricleError(f"run folder {path} has no model.keras; train it first (python -m training.train "
-                           f"--out {path}) or pass the right --run")
-    cfg_path = path / "feature_config.json"
-    try:
-        config = FeatureConfig.from_json(cfg_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise AuricleError(f"{cfg_path} is missing; the bundle needs the feature settings the model was trained "
-                           "with -- retrain or restore the file") from None
-    except AuricleError as exc:
-        raise AuricleError(f"{cfg_path}: {exc}") from None
-    try:
-        labels = tuple(line.strip() for line in (path / "labels.txt").read_text(encoding="utf-8").splitlines()
-                       if line.strip())
-    except FileNotFoundError:
-        raise AuricleError(f"{path / 'labels.txt'} is missing; restore it from the training run") from None
-    if len(labels) < 2 or len(set(labels)) != len(labels):
-        raise AuricleError(f"{path / 'labels.txt'} must list at least two distinct labels, one per line")
-    rows = tuple(_read_split(path / "split.csv", labels))
-    tc_path = path / "train_config.json"
-    train_config = _read_json_file(tc_path, "restore it or pass --data") if tc_path.is_file() else {}
-    report = _read_json_file(path / "report.json", "restore it") if (path / "report.json").is_file() else {}
-    if not isinstance(train_config, dict) or not isinstance(report, dict):
-        raise AuricleError(f"{path}: train_config.json and report.json must hold JSON objects")
-    root = _resolve_data_root(path, train_config, data)
-    return RunFolder(path=path, model_path=model_path, config=config, labels=labels, rows=rows, data_root=root,
-                     train_config=train_config, report=report)
 
 
 # -- TensorFlow / Keras ------------------------------------------------------------------------------------
@@ -354,7 +226,7 @@ def load_keras_model(path: str | os.PathLike[str]) -> Any:
     _, keras = _tf_keras()
     path = Path(path)
     try:
-        with _quiet(), _one_blas_thread():
+        with _quiet(), one_blas_thread():
             model = keras.saving.load_model(path, safe_mode=True, compile=False)
     except Exception as exc:
         first = " ".join(str(exc).split())[:200]
@@ -474,8 +346,6 @@ def keras_to_tflite(model: Any, kinds: Sequence[str] = ("int8",), *, representat
 
 def check_full_integer(model: bytes | str | os.PathLike[str], *, io_type: str = "int8") -> None:
     """Raise :class:`AuricleError` naming every op that still computes in float, or I/O of the wrong type."""
-    from converters.inspect_model import read_model
-
     info = read_model(model)
     t = info.tensors
 
@@ -498,14 +368,6 @@ def check_full_integer(model: bytes | str | os.PathLike[str], *, io_type: str = 
 
 
 # -- data ----------------------------------------------------------------------------------------------------
-def _one_blas_thread() -> contextlib.AbstractContextManager[Any]:
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:
-        return contextlib.nullcontext()
-    return threadpool_limits(limits=1, user_api="blas")
-
-
 def select_representative(rows: Sequence[tuple[str, str]], n: int, *, seed: int = 0) -> list[tuple[str, str]]:
     """Up to ``n`` ``(path, label)`` rows, stratified: round-robin over the classes (sorted), each class's
     clips in a seeded random order. Classes with fewer clips simply run out."""
@@ -527,11 +389,9 @@ def select_representative(rows: Sequence[tuple[str, str]], n: int, *, seed: int 
 def clip_features(root: Path, rows: Sequence[tuple[str, str]], config: FeatureConfig, *, label: str,
                   progress: bool = True) -> np.ndarray:
     """Log-mel frames ``(n, n_frames, n_mels)`` of the clips, through the one frontend."""
-    from training.data import load_audio
-
     out = np.empty((len(rows), config.n_frames, config.n_mels), dtype=np.float32)
     bar = _Progress(label, len(rows), progress)
-    with _one_blas_thread():
+    with one_blas_thread():
         for i, (rel, _) in enumerate(rows):
             path = root / rel
             if not path.is_file():
@@ -552,12 +412,10 @@ class _KerasScorer:
 
 
 class _TFLiteScorer:
-    """Scores through edge.runtime's helpers: quantise with the interpreter's own scale/zero point, invoke,
-    dequantise with widened ints."""
+    """Scores through the device's helpers (edge.adapters): quantise with the interpreter's own scale/zero
+    point, invoke, dequantise with widened ints."""
 
     def __init__(self, path: Path, want: tuple[int, ...], n_labels: int, threads: int | None) -> None:
-        from edge.runtime import input_details, make_interpreter, output_details
-
         self.interpreter, self.backend = make_interpreter(path, num_threads=threads)
         have = tuple(int(s) for s in input_details(self.interpreter)["shape"])
         if have != (1, *want):
@@ -567,8 +425,6 @@ class _TFLiteScorer:
             raise BundleError(f"{path.name} has {n_out} outputs for {n_labels} labels")
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        from edge.runtime import get_scores, set_input
-
         rows = []
         for sample in x:
             set_input(self.interpreter, sample)
@@ -580,8 +436,6 @@ class _TFLiteScorer:
 def evaluate(scorer: Callable[[np.ndarray], np.ndarray], frames: np.ndarray, y: np.ndarray, config: FeatureConfig,
              labels: Sequence[str], *, name: str, progress: bool = True) -> dict[str, Any]:
     """The one evaluation: profile transform per batch -> scores -> top-1 -> per-class metrics."""
-    from training.report import per_class_metrics
-
     n = len(frames)
     scores = []
     bar = _Progress(f"evaluating {name}", n, progress)
@@ -697,14 +551,6 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_file(path: Path, data: bytes | str) -> None:
-    mode = "wb" if isinstance(data, bytes) else "w"
-    with open(path, mode, **({} if isinstance(data, bytes) else {"encoding": "utf-8"})) as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
 def _spec(detail: dict[str, Any]) -> dict[str, Any]:
     scale, zero_point = detail["quantization"]
     return {"shape": [int(s) for s in detail["shape"]], "dtype": np.dtype(detail["dtype"]).name,
@@ -712,8 +558,6 @@ def _spec(detail: dict[str, Any]) -> dict[str, Any]:
 
 
 def _io_specs(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    from edge.runtime import input_details, make_interpreter, output_details
-
     interp, _ = make_interpreter(path, num_threads=1)
     return _spec(input_details(interp)), _spec(output_details(interp))
 
@@ -745,143 +589,235 @@ def quantize_run(*, run: str | os.PathLike[str], out: str | os.PathLike[str], io
                          max_drop=float(max_drop), float_max_mb=float(float_max_mb),
                          c_array_max_mb=float(c_array_max_mb), threads=threads, seed=int(seed),
                          compile_edgetpu=bool(compile_edgetpu), require_edgetpu=bool(require_edgetpu), name=name)
-    emit = report or (lambda _line: None)
-    t_start = time.perf_counter()
-    seconds: dict[str, float] = {}
-
-    def lap(key: str, t0: float) -> float:
-        seconds[key] = round(time.perf_counter() - t0, 2)
-        return time.perf_counter()
-
+    timings = _Timings()
     out_path = Path(cfg.out)
     if out_path.name in ("", ".", ".."):
         raise AuricleError(f"--out {cfg.out!r} must name a bundle folder, e.g. firmware_assets/NAME")
     run_folder = load_run(cfg.run, data=cfg.data)
-    train_rows, test_rows = run_folder.split("train"), run_folder.split("test")
-    if not train_rows:
-        raise AuricleError(f"{run_folder.path / 'split.csv'} has no 'train' clips; the representative set for "
-                           "calibration comes from the training split only, so it would be empty")
-    if not test_rows:
-        raise AuricleError(f"{run_folder.path / 'split.csv'} has no 'test' clips; verification needs the test split")
+    _check_splits(run_folder)
     _check_target(out_path)
     _clean_stale(out_path, progress)
     tmp = _make_temp(out_path)  # fails early (exit 2) when --out is not writable
+    ctx = _Conversion(cfg=cfg, run=run_folder, out=out_path, tmp=tmp, progress=progress,
+                      emit=report or (lambda _line: None), timings=timings)
     try:
-        manifest = _convert_into(tmp, cfg, run_folder, out_path, train_rows, test_rows, seconds, lap, progress,
-                                 emit, t_start)
+        manifest = _convert_into(ctx)
         _install(tmp, out_path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    emit(f"bundle written to {out_path} in {time.perf_counter() - t_start:.1f} s")
+    ctx.emit(f"bundle written to {out_path} in {timings.elapsed():.1f} s")
     return manifest
 
 
-def _convert_into(tmp: Path, cfg: QuantizeConfig, run: RunFolder, out_path: Path, train_rows: list[tuple[str, str]],
-                  test_rows: list[tuple[str, str]], seconds: dict[str, float], lap: Callable[[str, float], float],
-                  progress: bool, emit: Callable[[str], None], t_start: float) -> dict[str, Any]:
-    from converters import c_array, edgetpu
+class _Timings:
+    """Seconds of each step, measured back to back (``lap``), as the manifest records them."""
 
-    def say(message: str) -> None:
-        _say(message, enabled=progress)
+    def __init__(self) -> None:
+        self.start = self._last = time.perf_counter()
+        self.seconds: dict[str, float] = {}
 
-    t = time.perf_counter()
-    fc = run.config
-    labels = list(run.labels)
-    say(f"loading {run.model_path}")
-    tf, keras = _tf_keras()
-    model = load_keras_model(run.model_path)
-    shape = _check_model(model, run)
-    t = lap("load_model", t)
+    def mark(self) -> None:
+        """Start the next step's clock now."""
+        self._last = time.perf_counter()
 
-    rep_rows = select_representative(train_rows, cfg.representative, seed=cfg.seed)
+    def lap(self, step: str) -> None:
+        now = time.perf_counter()
+        self.seconds[step] = round(now - self._last, 2)
+        self._last = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+
+@dataclasses.dataclass(frozen=True)
+class _Conversion:
+    """What every step of one conversion reads: the settings, the run, where the bundle goes and is built."""
+
+    cfg: QuantizeConfig
+    run: RunFolder
+    out: Path                        # the bundle's place
+    tmp: Path                        # the temporary bundle folder being filled, renamed to ``out`` at the end
+    progress: bool
+    emit: Callable[[str], None]      # summary lines (verification, Edge TPU report)
+    timings: _Timings
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.run.labels)
+
+    def say(self, message: str) -> None:
+        _say(message, enabled=self.progress)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Clips:
+    """The calibration and test clips, through the frontend (log-mel frames, before the profile transform)."""
+
+    representative: list[tuple[str, str]]      # (relative path, label), training split only
+    rep_frames: np.ndarray
+    test_frames: np.ndarray
+    y_test: np.ndarray
+
+    def per_class(self, labels: Sequence[str]) -> dict[str, int]:
+        return {lab: sum(1 for _, l2 in self.representative if l2 == lab) for lab in labels}
+
+
+@dataclasses.dataclass(frozen=True)
+class _Files:
+    """What the bundle holds besides its models and manifest, as the manifest records it."""
+
+    regenerable: dict[str, Any]      # files left out for size: sha256, bytes, why, the command that writes them
+    c_array: dict[str, Any]
+    report_files: list[str]          # the run's report files copied in
+
+
+def _check_splits(run: RunFolder) -> None:
+    if not run.split("train"):
+        raise AuricleError(f"{run.path / 'split.csv'} has no 'train' clips; the representative set for "
+                           "calibration comes from the training split only, so it would be empty")
+    if not run.split("test"):
+        raise AuricleError(f"{run.path / 'split.csv'} has no 'test' clips; verification needs the test split")
+
+
+def _convert_into(ctx: _Conversion) -> dict[str, Any]:
+    """Every step after the checks, into ``ctx.tmp``; returns the manifest (written last)."""
+    ctx.timings.mark()
+    model, shape = _load_checked_model(ctx)
+    clips = _prepare_clips(ctx)
+    blobs = _convert_kinds(ctx, model, clips)
+    paths = _write_models(ctx, blobs)
+    verification = _verify(ctx, model, shape, clips, blobs, paths)
+    tpu = _edgetpu_step(ctx, paths)
+    if ctx.cfg.require_edgetpu and not tpu["ready"]:
+        raise AuricleError(f"--require-edgetpu: the int8 model is not Edge TPU ready: {tpu['problems'][0]}")
+    _gate(ctx.cfg, verification)
+    files = _write_other_files(ctx, blobs, paths)
+    models = _model_entries(ctx, blobs, paths, files)
+    hashes = {p.name: sha256_file(p) for p in sorted(ctx.tmp.iterdir()) if p.is_file() and not p.name.startswith(".")}
+    ctx.timings.lap("write")
+    ctx.timings.seconds["total"] = round(ctx.timings.elapsed(), 2)
+    manifest = _manifest(ctx, model, shape, clips, models=models, hashes=hashes, verification=verification,
+                         tpu=tpu, files=files)
+    write_json_atomic(ctx.tmp / MANIFEST, manifest)
+    return manifest
+
+
+def _load_checked_model(ctx: _Conversion) -> tuple[Any, tuple[int, ...]]:
+    ctx.say(f"loading {ctx.run.model_path}")
+    _tf_keras()
+    model = load_keras_model(ctx.run.model_path)
+    shape = _check_model(model, ctx.run)
+    ctx.timings.lap("load_model")
+    return model, shape
+
+
+def _prepare_clips(ctx: _Conversion) -> _Clips:
+    """The stratified representative set (training split) and the test split, through the frontend."""
+    train_rows, test_rows = ctx.run.split("train"), ctx.run.split("test")
+    rep_rows = select_representative(train_rows, ctx.cfg.representative, seed=ctx.cfg.seed)
     if not rep_rows:
         raise AuricleError("the representative set is empty; the training split lists no usable clips")
-    rep_counts = {lab: sum(1 for _, l2 in rep_rows if l2 == lab) for lab in labels}
-    say(f"representative set: {len(rep_rows)} training clips over {sum(1 for v in rep_counts.values() if v)} "
-        f"classes (from {len(train_rows)} in the training split)")
-    rep_frames = clip_features(run.data_root, rep_rows, fc, label="representative features", progress=progress)
-    label_index = {lab: i for i, lab in enumerate(labels)}
-    say(f"test split: {len(test_rows)} clips")
-    test_frames = clip_features(run.data_root, test_rows, fc, label="test features", progress=progress)
+    classes = sum(1 for lab in ctx.labels if any(l2 == lab for _, l2 in rep_rows))
+    ctx.say(f"representative set: {len(rep_rows)} training clips over {classes} classes (from {len(train_rows)} "
+            "in the training split)")
+    fc, root = ctx.run.config, ctx.run.data_root
+    rep_frames = clip_features(root, rep_rows, fc, label="representative features", progress=ctx.progress)
+    ctx.say(f"test split: {len(test_rows)} clips")
+    test_frames = clip_features(root, test_rows, fc, label="test features", progress=ctx.progress)
+    label_index = {lab: i for i, lab in enumerate(ctx.labels)}
     y_test = np.array([label_index[lab] for _, lab in test_rows], dtype=np.int64)
-    t = lap("features", t)
+    ctx.timings.lap("features")
+    return _Clips(representative=rep_rows, rep_frames=rep_frames, test_frames=test_frames, y_test=y_test)
 
-    work = Path(tempfile.mkdtemp(prefix=".work-", dir=tmp))
-    say("exporting the model at batch size 1")
+
+def _convert_kinds(ctx: _Conversion, model: Any, clips: _Clips) -> dict[str, bytes]:
+    """The model exported at batch size 1, converted to int8, float32 and every ``--also`` kind."""
+    cfg, fc = ctx.cfg, ctx.run.config
+    work = Path(tempfile.mkdtemp(prefix=".work-", dir=ctx.tmp))
+    ctx.say("exporting the model at batch size 1")
     saved = _export_saved_model(model, work)
-    t = lap("export", t)
-
-    cal = _Progress("calibrating", len(rep_rows), progress)
+    ctx.timings.lap("export")
+    cal = _Progress("calibrating", len(clips.representative), ctx.progress)
 
     def representative_data() -> Iterator[list[np.ndarray]]:
-        for i in range(len(rep_rows)):
-            yield [to_model_input(rep_frames[i:i + 1], fc).astype(np.float32, copy=False)]
+        for i in range(len(clips.representative)):
+            yield [to_model_input(clips.rep_frames[i:i + 1], fc).astype(np.float32, copy=False)]
             cal.step(i + 1)
 
-    say(f"converting to full-integer int8 (TFLITE_BUILTINS_INT8 only, {cfg.io} input/output)")
-    blobs: dict[str, bytes] = {"int8": convert_model(saved, "int8", representative=representative_data,
-                                                     io_type=cfg.io)}
-    t = lap("convert_int8", t)
-    say("converting to float32 (reference)")
+    ctx.say(f"converting to full-integer int8 (TFLITE_BUILTINS_INT8 only, {cfg.io} input/output)")
+    blobs = {"int8": convert_model(saved, "int8", representative=representative_data, io_type=cfg.io)}
+    ctx.timings.lap("convert_int8")
+    ctx.say("converting to float32 (reference)")
     blobs["float32"] = convert_model(saved, "float32")
-    t = lap("convert_float32", t)
+    ctx.timings.lap("convert_float32")
     for kind in cfg.also:
         if kind not in blobs:
-            say(f"converting to {kind}")
+            ctx.say(f"converting to {kind}")
             blobs[kind] = convert_model(saved, kind)
-            t = lap(f"convert_{kind}", t)
+            ctx.timings.lap(f"convert_{kind}")
     shutil.rmtree(work, ignore_errors=True)
+    return blobs
 
-    # every model file goes to the temp bundle now; the float32 one may be dropped before install
-    paths: dict[str, Path] = {}
+
+def _write_models(ctx: _Conversion, blobs: dict[str, bytes]) -> dict[str, Path]:
+    """Every converted model into the temp bundle (a float32 one over the size limit is dropped later)."""
+    paths = {kind: ctx.tmp / MODEL_FILES[kind] for kind in blobs}
     for kind, blob in blobs.items():
-        paths[kind] = tmp / MODEL_FILES[kind]
-        _write_file(paths[kind], blob)
+        write_bytes_atomic(paths[kind], blob)
+    return paths
 
-    # -- verification: one evaluation function for all --
+
+def _verify(ctx: _Conversion, model: Any, shape: tuple[int, ...], clips: _Clips, blobs: dict[str, bytes],
+            paths: dict[str, Path]) -> dict[str, Any]:
+    """Keras float and every TFLite kind through the one evaluation on the test split; the summary lines."""
+    cfg, fc, labels = ctx.cfg, ctx.run.config, ctx.labels
     threads = cfg.threads or max(1, min(4, os.cpu_count() or 1))
-    results: dict[str, dict[str, Any]] = {}
-    results["keras_float"] = evaluate(_KerasScorer(model), test_frames, y_test, fc, labels, name="keras float",
-                                      progress=progress)
+    results = {"keras_float": evaluate(_KerasScorer(model), clips.test_frames, clips.y_test, fc, labels,
+                                       name="keras float", progress=ctx.progress)}
     backend = None
     for kind in ("float32", "int8", *[k for k in cfg.also if k not in ("float32", "int8")]):
         scorer = _TFLiteScorer(paths[kind], shape, len(labels), threads)
         backend = scorer.backend
-        results[f"tflite_{kind}"] = evaluate(scorer, test_frames, y_test, fc, labels, name=f"tflite {kind}",
-                                             progress=progress)
-    t = lap("evaluate", t)
-    verification = _verification(results, y_test, labels, blobs, cfg, backend, threads)
+        results[f"tflite_{kind}"] = evaluate(scorer, clips.test_frames, clips.y_test, fc, labels,
+                                             name=f"tflite {kind}", progress=ctx.progress)
+    ctx.timings.lap("evaluate")
+    verification = _verification(results, clips.y_test, labels, blobs, cfg, backend, threads)
     for line in _verification_lines(verification, labels):
-        emit(line)
+        ctx.emit(line)
+    return verification
 
-    # -- Edge TPU readiness --
-    tpu = edgetpu.check_edgetpu(blobs["int8"])
-    emit(f"Edge TPU check of {MODEL_FILES['int8']} ({edgetpu.OPS_SOURCE}):")
-    emit(edgetpu.format_report(tpu))
-    tpu_info: dict[str, Any] = tpu.to_dict()
-    tpu_info["compiled"] = False
-    compiled_path: Path | None = None
-    if tpu.ready and cfg.compile_edgetpu and edgetpu.find_compiler():
-        say("running edgetpu_compiler")
-        compiled, log = edgetpu.compile_model(paths["int8"], tmp)
-        compiled_path = tmp / MODEL_FILES["edgetpu"]
-        os.replace(compiled, compiled_path)
-        for extra in tmp.glob("*_edgetpu.log"):
+
+def _edgetpu_step(ctx: _Conversion, paths: dict[str, Path]) -> dict[str, Any]:
+    """The Edge TPU check of the int8 model; ``edgetpu_compiler`` runs when it is on PATH, else the manifest
+    gets the command to run where it is."""
+    int8 = MODEL_FILES["int8"]
+    report = edgetpu.check_edgetpu(paths["int8"])
+    ctx.emit(f"Edge TPU check of {int8} ({edgetpu.OPS_SOURCE}):")
+    ctx.emit(edgetpu.format_report(report))
+    info: dict[str, Any] = {**report.to_dict(), "compiled": False}
+    compiler = edgetpu.find_compiler()
+    if report.ready and ctx.cfg.compile_edgetpu and compiler:
+        ctx.say("running edgetpu_compiler")
+        compiled, log = edgetpu.compile_model(paths["int8"], ctx.tmp)
+        os.replace(compiled, ctx.tmp / MODEL_FILES["edgetpu"])
+        for extra in ctx.tmp.glob("*_edgetpu.log"):
             extra.unlink()
-        tpu_info["compiled"] = True
-        tpu_info["compiler_log"] = log[-2000:]
-        emit(f"compiled {MODEL_FILES['edgetpu']} with edgetpu_compiler")
+        info.update(compiled=True, compiler_log=log[-2000:])
+        ctx.emit(f"compiled {MODEL_FILES['edgetpu']} with edgetpu_compiler")
     else:
-        tpu_info["compile_command"] = edgetpu.compile_command(out_path / MODEL_FILES["int8"], out_path)
-        if tpu.ready and not edgetpu.find_compiler():
-            emit("edgetpu_compiler is not on PATH (x86-64 Debian/Ubuntu only); to add model_edgetpu.tflite run "
-                 f"there:\n  {tpu_info['compile_command']}\n  (install the compiler: {edgetpu.INSTALL_COMPILER})")
-    t = lap("edgetpu", t)
-    if cfg.require_edgetpu and not tpu.ready:
-        raise AuricleError(f"--require-edgetpu: the int8 model is not Edge TPU ready: {tpu.problems[0]}")
+        out = Path(_portable(ctx.out))
+        info["compile_command"] = edgetpu.compile_command(out / int8, out, script="converters/edgetpu.py")
+        if report.ready and not compiler:
+            ctx.emit("edgetpu_compiler is not on PATH (x86-64 Debian/Ubuntu only); to add model_edgetpu.tflite "
+                     f"run there, from the repository root:\n  {info['compile_command']}\n  (install the "
+                     f"compiler: {edgetpu.INSTALL_COMPILER})")
+    ctx.timings.lap("edgetpu")
+    return info
 
-    # -- gate: int8 vs float --
+
+def _gate(cfg: QuantizeConfig, verification: dict[str, Any]) -> None:
+    """int8 against float: :class:`VerificationFailed` (exit 1, no bundle) beyond ``--max-drop``."""
     if not verification["passed"]:
         raise VerificationFailed(
             f"int8 test accuracy {verification['accuracy']['tflite_int8']:.4f} is {verification['drop_pp']:.2f} "
@@ -889,100 +825,124 @@ def _convert_into(tmp: Path, cfg: QuantizeConfig, run: RunFolder, out_path: Path
             f"{cfg.max_drop:g}); bundle not written -- calibrate on more clips (--representative) or accept "
             "with --max-drop")
 
-    # -- files --
+
+def _write_other_files(ctx: _Conversion, blobs: dict[str, bytes], paths: dict[str, Path]) -> _Files:
+    """Labels, the C array and the run's report into the temp bundle; files over their size limits are left out
+    (listed under ``regenerable_files`` with the command that writes them)."""
     regenerable: dict[str, Any] = {}
-    run_arg, out_arg = _display_path(run.path), _display_path(out_path)
-    base_cmd = ["python", "converters/quantize.py", "--run", run_arg, "--out", out_arg, "--io", cfg.io,
-                "--representative", str(cfg.representative), "--seed", str(cfg.seed)]
-    if cfg.data:
-        base_cmd += ["--data", cfg.data]
-    f32_size = len(blobs["float32"])
-    if f32_size > cfg.float_max_mb * _MB:
+    if len(blobs["float32"]) > ctx.cfg.float_max_mb * _MB:
         paths["float32"].unlink()
-        regenerable[MODEL_FILES["float32"]] = {
-            "sha256": _sha256_bytes(blobs["float32"]), "bytes": f32_size,
-            "why": f"larger than --float-max-mb {cfg.float_max_mb:g} (kept out of git, issue #7); it was used "
-                   "for verification",
-            "regenerate": _shell_join([*base_cmd, "--float-max-mb", str(math.ceil(f32_size / _MB) + 1)]),
+        regenerable[MODEL_FILES["float32"]] = _left_out_float(ctx, blobs["float32"])
+    c_info, c_left_out = _write_c_array(ctx, blobs["int8"])
+    if c_left_out:
+        regenerable[c_array.SOURCE] = c_left_out
+    write_text_atomic(ctx.tmp / LABELS, "".join(f"{lab}\n" for lab in ctx.labels))
+    copied = []
+    for name in REPORT_FILES:  # the run's own report travels with the bundle (hashed like every file)
+        src_file = ctx.run.path / name
+        if src_file.is_file():
+            write_bytes_atomic(ctx.tmp / name, src_file.read_bytes())
+            copied.append(name)
+    return _Files(regenerable=regenerable, c_array=c_info, report_files=copied)
+
+
+def _quantize_command(cfg: QuantizeConfig) -> list[str]:
+    """The command line that repeats this conversion, from the repository root."""
+    cmd = ["python", "converters/quantize.py", "--run", _portable(cfg.run), "--out", _portable(cfg.out),
+           "--io", cfg.io, "--representative", str(cfg.representative), "--seed", str(cfg.seed)]
+    return cmd + (["--data", _portable(cfg.data)] if cfg.data else [])
+
+
+def _left_out_float(ctx: _Conversion, blob: bytes) -> dict[str, Any]:
+    import tensorflow as tf  # loaded already by the conversion; here for its version
+
+    size, limit = len(blob), ctx.cfg.float_max_mb
+    ctx.emit(f"model_float32.tflite ({_mb(size)}) exceeds --float-max-mb {limit:g}: not written; the manifest "
+             "lists it under regenerable_files")
+    inp, outp = _io_specs_bytes(blob, ctx.tmp)
+    return {"sha256": sha256_bytes(blob), "bytes": size,
+            "why": f"larger than --float-max-mb {limit:g} (kept out of git); it was used for verification",
+            "regenerate": _shell_join([*_quantize_command(ctx.cfg), "--float-max-mb",
+                                       str(math.ceil(size / _MB) + 1)]),
             "note": f"the sha256 is that of TensorFlow {tf.__version__}'s output",
-        }
-        emit(f"model_float32.tflite ({_mb(f32_size)}) exceeds --float-max-mb {cfg.float_max_mb:g}: not written; "
-             "the manifest lists it under regenerable_files")
+            "model": {"kind": "float32", "input": inp, "output": outp}}
+
+
+def _write_c_array(ctx: _Conversion, int8: bytes) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """``model_data.h`` always, ``model_data.cc`` up to ``--c-array-max-mb``: the manifest's ``c_array`` entry,
+    and the ``regenerable_files`` entry of a left-out source (else None)."""
     # the same note as `python converters/c_array.py model_int8.tflite` writes, so the regenerate command
     # below reproduces these exact bytes
-    head, src = c_array.c_sources(blobs["int8"], name=c_array.DEFAULT_NAME, note=c_array.note_for(MODEL_FILES["int8"]))
-    c_size = len(src.encode("ascii"))
-    c_info = {"header": c_array.HEADER, "source": c_array.SOURCE, "array": c_array.DEFAULT_NAME,
-              "length_symbol": f"{c_array.DEFAULT_NAME}_len", "bytes": len(blobs["int8"]),
-              "alignment": c_array.ALIGNMENT, "of": MODEL_FILES["int8"]}
-    _write_file(tmp / c_array.HEADER, head)
-    if c_size > cfg.c_array_max_mb * _MB:
-        regenerable[c_array.SOURCE] = {
-            "sha256": _sha256_bytes(src.encode("ascii")), "bytes": c_size,
-            "why": f"larger than --c-array-max-mb {cfg.c_array_max_mb:g}",
-            "regenerate": _shell_join(["python", "converters/c_array.py", f"{out_arg}/{MODEL_FILES['int8']}",
-                                       "--out", out_arg]),
-        }
-        c_info["written"] = False
-        emit(f"model_data.cc ({_mb(c_size)}) exceeds --c-array-max-mb {cfg.c_array_max_mb:g}: not written; "
-             "regenerate it with converters/c_array.py (listed under regenerable_files)")
-    else:
-        _write_file(tmp / c_array.SOURCE, src)
-        c_info["written"] = True
-    _write_file(tmp / LABELS, "".join(f"{lab}\n" for lab in labels))
-    copied = []
-    for name in RUN_REPORT_FILES:  # the run's own report travels with the bundle (hashed like every file)
-        src_file = run.path / name
-        if src_file.is_file():
-            shutil.copyfile(src_file, tmp / name)
-            copied.append(name)
+    head, src = c_array.c_sources(int8, name=c_array.DEFAULT_NAME, note=c_array.note_for(MODEL_FILES["int8"]))
+    info = {"header": c_array.HEADER, "source": c_array.SOURCE, "array": c_array.DEFAULT_NAME,
+            "length_symbol": f"{c_array.DEFAULT_NAME}_len", "bytes": len(int8), "alignment": c_array.ALIGNMENT,
+            "of": MODEL_FILES["int8"]}
+    write_text_atomic(ctx.tmp / c_array.HEADER, head)
+    data = src.encode("ascii")
+    limit = ctx.cfg.c_array_max_mb
+    if len(data) <= limit * _MB:
+        write_text_atomic(ctx.tmp / c_array.SOURCE, src)
+        return {**info, "written": True}, None
+    out = _portable(ctx.out)
+    ctx.emit(f"model_data.cc ({_mb(len(data))}) exceeds --c-array-max-mb {limit:g}: not written; regenerate it "
+             "with converters/c_array.py (listed under regenerable_files)")
+    return {**info, "written": False}, {
+        "sha256": sha256_bytes(data), "bytes": len(data), "why": f"larger than --c-array-max-mb {limit:g}",
+        "regenerate": _shell_join(["python", "converters/c_array.py", f"{out}/{MODEL_FILES['int8']}", "--out", out])}
 
+
+def _model_entries(ctx: _Conversion, blobs: dict[str, bytes], paths: dict[str, Path],
+                   files: _Files) -> dict[str, Any]:
+    """The manifest's ``models``: file, input and output spec of every kind the bundle holds."""
     models: dict[str, Any] = {}
-    for kind in ("int8", "float32", *cfg.also):
+    for kind in ("int8", "float32", *ctx.cfg.also):
         if kind in models or not paths[kind].is_file():
             continue
         inp, outp = _io_specs(paths[kind])
         models[kind] = {"file": MODEL_FILES[kind], "input": inp, "output": outp}
-    if compiled_path is not None:
+    if (ctx.tmp / MODEL_FILES["edgetpu"]).is_file():
         models["edgetpu"] = dict(models["int8"], file=MODEL_FILES["edgetpu"])
-    if MODEL_FILES["float32"] in regenerable:
-        inp, outp = _io_specs_bytes(blobs["float32"], tmp)
-        regenerable[MODEL_FILES["float32"]]["model"] = {"kind": "float32", "input": inp, "output": outp}
+    return models
 
-    files = {p.name: sha256_file(p) for p in sorted(tmp.iterdir()) if p.is_file() and not p.name.startswith(".")}
-    t = lap("write", t)
-    seconds["total"] = round(time.perf_counter() - t_start, 2)
-    manifest = {
+
+def _manifest(ctx: _Conversion, model: Any, shape: tuple[int, ...], clips: _Clips, *, models: dict[str, Any],
+              hashes: dict[str, str], verification: dict[str, Any], tpu: dict[str, Any],
+              files: _Files) -> dict[str, Any]:
+    import keras
+    import tensorflow as tf
+
+    cfg, labels = ctx.cfg, ctx.labels
+    return {
         "schema_version": SCHEMA_VERSION,
-        "name": cfg.name or out_path.name,
-        "feature_config": fc.to_dict(),
+        "name": cfg.name or ctx.out.name,
+        "feature_config": ctx.run.config.to_dict(),
         "labels": labels,
         "background_labels": [lab for lab in labels if lab.startswith("_")],
         "default_model": "int8",
         "models": models,
-        "files": files,
-        "regenerable_files": regenerable,
-        "network": _network(run, model),
-        "training": {**_training(run), "report_files": copied},
+        "files": hashes,
+        "regenerable_files": files.regenerable,
+        "network": _network(ctx.run, model),
+        "training": {**_training(ctx.run), "report_files": files.report_files},
         "verification": verification,
-        "edgetpu": tpu_info,
-        "c_array": c_info,
+        "edgetpu": tpu,
+        "c_array": files.c_array,
         "conversion": {
-            "config": cfg.to_dict(),
-            "resolved": {"run": str(run.path.resolve()), "out": str(out_path.resolve()),
-                         "data": str(run.data_root), "threads": threads, "input_shape": [1, *shape]},
+            "config": {**cfg.to_dict(), **{k: _portable(getattr(cfg, k)) if getattr(cfg, k) else None
+                                           for k in ("run", "out", "data")}},
+            "resolved": {"run": _portable(ctx.run.path), "out": _portable(ctx.out),
+                         "data": _portable(ctx.run.data_root), "threads": verification["threads"],
+                         "input_shape": [1, *shape]},
             "command": _COMMAND[-1] if _COMMAND else None,
-            "representative": {"clips": len(rep_rows), "split": "train", "per_class": rep_counts,
+            "representative": {"clips": len(clips.representative), "split": "train",
+                               "per_class": clips.per_class(labels),
                                "stratified": "round-robin over classes, seeded shuffle within each"},
             "frontend": "edge.features: fit_to_clip -> log_mel -> to_model_input (as training)",
             "tensorflow": tf.__version__, "keras": keras.__version__,
-            "seconds": seconds,
+            "seconds": ctx.timings.seconds,
             "created_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         },
     }
-    write_json_atomic(tmp / MANIFEST, manifest)
-    os.chmod(tmp / MANIFEST, 0o644)  # mkstemp made it 0600; a bundle is read by other users (the device)
-    return manifest
 
 
 def _io_specs_bytes(blob: bytes, folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -995,16 +955,29 @@ def _io_specs_bytes(blob: bytes, folder: Path) -> tuple[dict[str, Any], dict[str
         os.unlink(name)
 
 
-def _sha256_bytes(data: bytes) -> str:
-    import hashlib
-    return hashlib.sha256(data).hexdigest()
-
-
-def _display_path(p: Path) -> str:
+def _portable(path: str | os.PathLike[str]) -> str:
+    """``path`` relative to the repository root (posix): what the manifest records, so a bundle carries no path
+    of the machine that built it, and its commands run from the repository root."""
     try:
-        return str(p.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(p.resolve())
+        return Path(os.path.relpath(Path(path).resolve(), repo_root())).as_posix()
+    except ValueError:  # another drive (Windows)
+        return Path(path).name
+
+
+def _portable_values(config: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with every absolute path (a value, or an item of a list value) made :func:`_portable`."""
+    def one(v: Any) -> Any:
+        return _portable(v) if isinstance(v, str) and os.path.isabs(v) else v
+    return {k: [one(x) for x in v] if isinstance(v, list) else one(v) for k, v in config.items()}
+
+
+def _portable_args(args: Sequence[str]) -> list[str]:
+    """Command-line arguments with absolute paths (``/x`` or ``--opt=/x``) made :func:`_portable`."""
+    out = []
+    for a in args:
+        opt, eq, value = a.partition("=") if a.startswith("--") else ("", "", a)
+        out.append(f"{opt}{eq}{_portable(value)}" if os.path.isabs(value) else a)
+    return out
 
 
 def _verification(results: dict[str, dict[str, Any]], y: np.ndarray, labels: Sequence[str],
@@ -1052,8 +1025,8 @@ def _verification(results: dict[str, dict[str, Any]], y: np.ndarray, labels: Seq
 def _verification_lines(v: dict[str, Any], labels: Sequence[str]) -> list[str]:
     lines = [f"verification on {v['clips']} test clips (TFLite via {v['runtime_backend']}, {v['threads']} thread(s)):",
              f"  {'model':<16} {'accuracy':>8} {'macro F1':>8} {'top-1 = keras':>13} {'size':>10}"]
-    names = {"keras_float": ("keras float", None), "tflite_float32": ("tflite float32", "model_float32.tflite"),
-             "tflite_int8": ("tflite int8", "model_int8.tflite")}
+    names = {"keras_float": ("keras float", None), "tflite_float32": ("tflite float32", MODEL_FILES["float32"]),
+             "tflite_int8": ("tflite int8", MODEL_FILES["int8"])}
     for k in v["accuracy"]:
         label, file = names.get(k, (k.replace("_", " "), MODEL_FILES.get(k.removeprefix("tflite_"))))
         agree = 1.0 if k == "keras_float" else v["agreement"].get(
@@ -1081,7 +1054,7 @@ def _network(run: RunFolder, model: Any) -> dict[str, Any]:
     macs = rep.get("macs")
     if macs is None:
         try:
-            from training.models import count_macs
+            from training.models import count_macs  # imports keras: only here, once TensorFlow is set up
             macs = int(count_macs(model))
         except Exception:
             macs = None
@@ -1092,17 +1065,19 @@ def _network(run: RunFolder, model: Any) -> dict[str, Any]:
 def _training(run: RunFolder) -> dict[str, Any]:
     rep = run.report
     test = rep.get("test_metrics") or {}
-    counts = {s: sum(1 for _, _, sp in run.rows if sp == s) for s in SPLITS}
+    counts = {s: sum(1 for r in run.rows if r.split == s) for s in SPLITS}
+    recorded = run.train_config.get("data")   # as training was given it, relative to where it ran
+    data = str(recorded) if recorded and not os.path.isabs(str(recorded)) else _portable(recorded or run.data_root)
     return {
         "run": run.path.name,
-        "run_path": str(run.path.resolve()),
-        "data": str(run.train_config.get("data") or run.data_root),
+        "run_path": _portable(run.path),
+        "data": data,
         "split_sizes": rep.get("split_sizes") or counts,
         "split_rule": rep.get("split_rule"),
         "accuracy": rep.get("accuracy"),
         "test_macro_f1": test.get("macro_f1") if isinstance(test, dict) else None,
         "summary": rep.get("training"),
-        "train_config": rep.get("train_config") or {k: v for k, v in run.train_config.items()},
+        "train_config": rep.get("train_config") or _portable_values(run.train_config),
     }
 
 
@@ -1121,8 +1096,8 @@ def build_parser() -> argparse.ArgumentParser:
                         f"{DEFAULT_REPRESENTATIVE})")
     p.add_argument("--data", metavar="DIR", help="dataset root, when the run's data has moved")
     p.add_argument("--also", default="", metavar="KINDS",
-                   help="extra models for the benchmark, comma-separated: float32,float16,dynamic (float32 is "
-                        "always made)")
+                   help="extra model kinds for the benchmark, comma-separated: float32,float16,dynamic (float32 "
+                        "is always made)")
     p.add_argument("--max-drop", type=float, default=DEFAULT_MAX_DROP, metavar="PP",
                    help=f"fail when int8 test accuracy is more than PP percentage points below float (default "
                         f"{DEFAULT_MAX_DROP:g})")
@@ -1148,7 +1123,7 @@ def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _COMMAND.append(_shell_join(["python", "converters/quantize.py",
-                                 *(sys.argv[1:] if argv is None else list(argv))]))
+                                 *_portable_args(sys.argv[1:] if argv is None else list(argv))]))
     also = tuple(k.strip() for k in args.also.split(",") if k.strip())
     try:  # SIGTERM cleans up like Ctrl-C (the temp folder is removed; the old bundle stays)
         previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)

@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 
 from edge.errors import AudioError, AuricleError
-from edge.features import edge_config, fit_to_clip, log_mel
+from edge.features import edge_config, fit_to_clip
 from training import data as D
+from training import run_folder as R
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "tests" / "data" / "speech_commands"
@@ -263,6 +264,23 @@ def test_split_csv_round_trip_is_relative_and_atomic(tmp_path):
         D.read_split_csv(tmp_path / "bad.csv")
 
 
+def test_split_file_of_an_older_run_still_reads(tmp_path):
+    """Runs written before the split format was unified have ``path,label,split``; the group comes back from
+    the file name (read_split_csv) or stays empty (run_folder.read_split)."""
+    clips = D.discover(DATA)
+    new = D.write_split_csv(tmp_path / "new.csv", clips, root=DATA)
+    old = tmp_path / "old.csv"
+    old.write_text("path,label,split\r\n" + "".join(f"{r.path},{r.label},{r.split}\r\n" for r in R.read_split(new)))
+    assert D.read_split_csv(old, root=DATA) == D.read_split_csv(new, root=DATA)
+    rows = R.read_split(old, labels=CLASSES)
+    assert len(rows) == 72 and {r.group for r in rows} == {""} and rows[0].path.startswith("_silence_/")
+    with pytest.raises(AuricleError, match=r"old.csv:2: label '_silence_' is not in labels.txt"):
+        R.read_split(old, labels=["yes", "no"])
+    (tmp_path / "odd.csv").write_text("path,label,group,split\nx.wav,yes,x,holdout\n")
+    with pytest.raises(AuricleError, match="split 'holdout'"):
+        R.read_split(tmp_path / "odd.csv")
+
+
 # -- decoding ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name, min_corr", [("clip.m4a", 0.99), ("clip.mp3", 0.97)])
 def test_lossy_formats_decode_like_the_source(made, name, min_corr):
@@ -347,10 +365,8 @@ def test_load_dataset_decodes_all_formats_and_lists_skips(mixed_dataset, tmp_pat
     cfg = edge_config()
     ds = D.load_dataset(mixed_dataset, cfg, cache_dir=tmp_path / "cache", progress=True)
     assert ds.labels == ["no", "odd", "yes"]
-    assert len(ds) == 10 and ds.features.shape == (10, cfg.n_frames, cfg.n_mels)
-    assert ds.waveforms.shape == (10, cfg.clip_samples)
-    assert ds.features.dtype == ds.waveforms.dtype == np.float32
-    assert np.isfinite(ds.features).all()
+    assert len(ds) == 10 and ds.waveforms.shape == (10, cfg.clip_samples)
+    assert ds.waveforms.dtype == np.float32 and np.isfinite(ds.waveforms).all()
     assert ds.counts() == {"no": 3, "odd": 4, "yes": 3}
     assert {p.name: r for p, r in ds.skipped}.keys() == set(BROKEN)
     for path, reason in ds.skipped:
@@ -358,10 +374,9 @@ def test_load_dataset_decodes_all_formats_and_lists_skips(mixed_dataset, tmp_pat
     err = capsys.readouterr().err
     for name in BROKEN:
         assert len([ln for ln in err.splitlines() if name in ln and "skipped" in ln]) == 1
-    # rows follow clips; features are the one frontend applied to the kept waveform
+    # rows follow clips
     i = [c.path.name for c in ds.clips].index("stereo48k.wav")
     assert (ds.sample_rates[i], ds.channels[i]) == (48000, 2) and ds.durations[i] == pytest.approx(1.0)
-    np.testing.assert_array_equal(ds.features[i], log_mel(ds.waveforms[i], cfg))
     j = [c.path.name for c in ds.clips].index("0fa1e7a9_nohash_0.wav")
     np.testing.assert_array_equal(ds.waveforms[j], fit_to_clip(_source(), cfg))
     assert [ds.labels[k] for k in ds.label_ids] == [c.label for c in ds.clips]
@@ -396,7 +411,6 @@ def test_cache_second_run_decodes_nothing(tmp_path, monkeypatch):
     calls.clear()
     second = D.load_dataset(root, cfg, cache_dir=cache, progress=False)
     assert sum(calls.values()) == 0
-    np.testing.assert_array_equal(first.features, second.features)
     np.testing.assert_array_equal(first.waveforms, second.waveforms)
     np.testing.assert_array_equal(first.sample_rates, second.sample_rates)
     assert first.clips == second.clips
@@ -422,6 +436,7 @@ def test_cache_second_run_decodes_nothing(tmp_path, monkeypatch):
     for pack in packs:
         with np.load(pack, allow_pickle=False) as z:
             assert all(z[k].dtype != object for k in z.files)
+            assert "features" not in z.files            # waveforms only: training computes the features
     keys = sorted(p.read_text() for p in cache.rglob("key.json"))
     assert len(keys) == 2 and '"n_mels": 32' in "".join(keys)
 
@@ -432,7 +447,7 @@ def test_cache_second_run_decodes_nothing(tmp_path, monkeypatch):
     calls.clear()
     again = D.load_dataset(root, cfg, cache_dir=cache, progress=False)
     assert sum(calls.values()) == 12
-    np.testing.assert_array_equal(again.features, third.features)
+    np.testing.assert_array_equal(again.waveforms, third.waveforms)
     for pack in edge_dir.glob("pack-*.npz"):  # the damaged packs were removed, fresh ones written
         with np.load(pack, allow_pickle=False) as z:
             assert z["sha1"].size > 0
@@ -443,6 +458,23 @@ def test_default_cache_dir_honours_env(monkeypatch, tmp_path):
     assert D.default_cache_dir() == tmp_path / "c"
     monkeypatch.delenv("AURICLE_CACHE")
     assert D.default_cache_dir() == Path.home() / ".cache" / "auricle" / "features"
+
+
+def test_cache_packs_written_with_features_are_still_read(tmp_path, monkeypatch):
+    """Packs of the earlier format also hold a ``features`` array; they stay valid (nothing is decoded)."""
+    root = _copy_classes(tmp_path / "ds", ["yes", "no"], per_class=2)
+    cache = tmp_path / "cache"
+    first = D.load_dataset(root, edge_config(), cache_dir=cache, progress=False)
+    for pack in cache.rglob("pack-*.npz"):
+        with np.load(pack, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+        arrays["features"] = np.zeros((arrays["sha1"].size, 97, 40), dtype=np.float32)
+        with open(pack, "wb") as fh:
+            np.savez(fh, **arrays)
+    monkeypatch.setattr(D, "_decode_file", lambda *a: pytest.fail("decoded although the cache holds the clip"))
+    again = D.load_dataset(root, edge_config(), cache_dir=cache, progress=False)
+    np.testing.assert_array_equal(again.waveforms, first.waveforms)
+    assert len(list(cache.rglob("pack-*.npz"))) == 1
 
 
 def test_load_dataset_without_any_audio(tmp_path):
@@ -465,10 +497,10 @@ def test_dataset_write_split(tmp_path):
 def test_shared_set_loads_and_caches(tmp_path, monkeypatch):
     cfg = edge_config()
     first = D.load_dataset(SHARED, cfg, cache_dir=tmp_path, progress=False)
-    assert first.features.shape == (4890, cfg.n_frames, cfg.n_mels) and not first.skipped
+    assert first.waveforms.shape == (4890, cfg.clip_samples) and not first.skipped
     monkeypatch.setattr(D, "_decode_file", lambda *a: pytest.fail("decoded on a cached run"))
     second = D.load_dataset(SHARED, cfg, cache_dir=tmp_path, progress=False)
-    np.testing.assert_array_equal(first.features, second.features)
+    np.testing.assert_array_equal(first.waveforms, second.waveforms)
 
 
 # -- CLI --------------------------------------------------------------------------------------------

@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 import tiny_run  # noqa: E402
 
@@ -84,7 +83,7 @@ def test_int8_model_loads_in_litert_and_agrees_with_float(bundle, run_dir):
     from ai_edge_litert.interpreter import Interpreter
 
     from edge.features import fit_to_clip, log_mel, model_input_shape, to_model_input
-    from edge.runtime import Classifier
+    from edge.classifier import Classifier
     from training.data import load_audio
 
     interp = Interpreter(model_path=str(bundle / "model_int8.tflite"))
@@ -99,9 +98,10 @@ def test_int8_model_loads_in_litert_and_agrees_with_float(bundle, run_dir):
     # independently of the converter's own numbers: Keras float vs the runtime's Classifier on the int8 model
     import keras
     model = keras.saving.load_model(run_dir / "model.keras", safe_mode=True, compile=False)
+    from training.run_folder import read_split
+
     labels = (run_dir / "labels.txt").read_text().split()
-    rows = [r.split(",") for r in (run_dir / "split.csv").read_text().splitlines()[1:]]
-    test = [(tiny_run.DATA_DIR / p, lab) for p, lab, s in rows if s == "test"]
+    test = [(tiny_run.DATA_DIR / r.path, r.label) for r in read_split(run_dir / "split.csv") if r.split == "test"]
     assert len(test) == 24
     clf = Classifier(bundle, model="int8")
     cfg = clf.config
@@ -140,6 +140,48 @@ def test_manifest_follows_the_contract_and_hashes_match(bundle, run_dir):
     assert conv["config"]["representative"] == 32 and conv["config"]["io"] == "int8"
     assert conv["representative"]["split"] == "train" and conv["representative"]["clips"] == 32
     assert m["edgetpu"]["ready"] is True and "edgetpu_compiler" in m["edgetpu"]["compile_command"]
+
+
+def _strings(value, where=""):
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield from _strings(v, f"{where}.{k}")
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            yield from _strings(v, f"{where}[{i}]")
+    elif isinstance(value, str):
+        yield where, value
+
+
+def _machine_specific(manifest: dict) -> list[str]:
+    """Strings that name this machine (absolute paths) or an issue number."""
+    import re
+    bad = []
+    for where, text in _strings(manifest):
+        words = text.replace("=", " ").split()
+        if any(w.startswith(("/", "~")) for w in words) or str(REPO) in text or re.search(r"issue|#\d", text):
+            bad.append(f"{where}: {text[:120]}")
+    return bad
+
+
+def test_manifest_records_paths_relative_to_the_repository(bundle, run_dir):
+    m = manifest_of(bundle)
+    assert _machine_specific(m) == []
+    # the tiny run and its bundle live in a temporary folder, outside the repository: relative all the same
+    assert (REPO / m["training"]["run_path"]).resolve() == run_dir.resolve()
+    assert (REPO / m["conversion"]["resolved"]["out"]).resolve() == bundle.resolve()
+    assert (REPO / m["conversion"]["resolved"]["data"]).resolve() == tiny_run.DATA_DIR.resolve()
+    assert m["conversion"]["resolved"]["data"] == "tests/data/speech_commands"
+    assert m["conversion"]["command"].startswith("python converters/quantize.py --run ../")
+    assert q._portable_args(["--out=/a/b", "--run", str(REPO / "runs" / "x"), "-q"])[1:] == ["--run", "runs/x", "-q"]
+
+
+@pytest.mark.parametrize("name", sorted(p.parent.name for p in (REPO / "firmware_assets").glob("*/manifest.json")))
+def test_shipped_manifests_carry_nothing_of_the_build_machine(name):
+    m = manifest_of(REPO / "firmware_assets" / name)
+    assert _machine_specific(m) == []
+    assert m["training"]["run_path"] == f"runs/{name}"
+    assert m["conversion"]["resolved"]["out"] == f"firmware_assets/{name}"
 
 
 def test_c_array_compiles_and_holds_the_tflite_bytes(bundle, tmp_path):

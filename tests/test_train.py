@@ -1,6 +1,8 @@
-"""Training: model builders, tiny real runs per network and profile, stops, signals, resume, CLI errors."""
+"""Training: model builders, tiny real runs per network and profile, stops, signals, resume, CLI errors; and the
+structure of training/ and converters/ (no import cycles, short functions)."""
 from __future__ import annotations
 
+import ast
 import csv
 import hashlib
 import json
@@ -55,7 +57,7 @@ def tiny_data(tmp_path_factory) -> Path:
 
 
 def _cfg(network: str, profile: str, **kw):
-    from training.train import TrainConfig
+    from training.config import TrainConfig
     base = dict(network=network, profile=profile, width=0.25, epochs=6, batch_size=4, learning_rate=3e-3,
                 patience=0, bn_momentum=0.6, dropout=0.0, seed=1, augment=True)
     base.update(kw)
@@ -120,6 +122,8 @@ def test_tiny_run_trains_and_writes_every_artifact(tiny_data, tmp_path, network,
     assert report["params"] > 0 and report["macs"] > 0 and report["training"]["train_seconds"] > 0
     rows = list(csv.DictReader(open(out / "split.csv")))
     assert {r["split"] for r in rows} == {"train", "val", "test"}
+    assert list(rows[0]) == ["path", "label", "group", "split"]          # the one split format
+    assert all(r["group"] == r["path"].split("/")[1].split("_nohash_")[0] for r in rows if r["label"] != "_silence_")
     assert len(list(csv.DictReader(open(out / "history.csv")))) == 8
 
     # model.keras reloads in safe mode and predicts what the report says
@@ -212,3 +216,147 @@ def test_resume_with_a_mismatched_feature_config_is_refused(tiny_data, tmp_path)
              "--epochs", "2", "--cache-dir", str(tmp_path / "c"), timeout=300)
     assert r.returncode == 2, r.stderr
     assert "does not match the feature config" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_exported_weights_rebuild_the_run_on_another_host(tiny_data, tmp_path):
+    """--export-weights (a GPU host) then weights_io.import_run (here): the same network, weights and split."""
+    from training.train import train
+    from training.weights_io import import_run
+
+    gpu = tmp_path / "gpu_run"
+    report = train(data=tiny_data, out=gpu, config=_cfg("mobilenet", "edge", epochs=2), cache_dir=tmp_path / "c",
+                   save_features=tmp_path / "feats.npz", export_weights=tmp_path / "w", verbose=0)
+    home = tmp_path / "home"
+    imported = import_run(weights_dir=tmp_path / "w", prefix="gpu_run", features=tmp_path / "feats.npz", out=home,
+                          data=tiny_data)
+    for name in ARTIFACTS:
+        assert (home / name).is_file(), name
+    assert (home / "split.csv").read_text() == (gpu / "split.csv").read_text()
+    assert (home / "feature_config.json").read_text() == (gpu / "feature_config.json").read_text()
+    assert imported["params"] == report["params"]
+    for split, acc in report["accuracy"].items():   # the saved features are float16: a clip may flip
+        assert abs(imported["accuracy"][split] - acc) <= 1 / report["split_sizes"][split] + 1e-6, split
+    import_run(weights_dir=tmp_path / "w", prefix="gpu_run", features=tmp_path / "feats.npz", out=tmp_path / "bn",
+               recalibrate_bn=8)
+    summary = json.loads((tmp_path / "bn" / "train_summary.json").read_text())
+    assert "over 8 training clips (1 batches)" in summary["bn_recalibrated"]
+
+
+def test_network_flag_and_its_model_alias():
+    from training.train import build_parser
+
+    p = build_parser()
+    assert p.parse_args(["--out", "x"]).network == "mobilenet"
+    assert p.parse_args(["--out", "x", "--network", "resnet18"]).network == "resnet18"
+    assert p.parse_args(["--out", "x", "--model", "resnet18"]).network == "resnet18"
+    help_text = " ".join(p.format_help().split())
+    assert "--network {mobilenet,resnet18}" in help_text and "alias of --network" in help_text
+    with pytest.raises(SystemExit):
+        p.parse_args(["--out", "x", "--network", "vgg"])
+
+
+def test_featureset_centre_is_the_clip_features(tiny_data, tmp_path):
+    """The padded features training computes hold each clip's own log-mel frames exactly in their centre (the
+    frontend's frames depend on their own samples only), so the data loader keeps no features of its own."""
+    from edge.features import log_mel
+    from training import data as dataio
+    from training.train import build_featureset
+
+    for profile in ("edge", "seed"):
+        fs, skipped = build_featureset(tiny_data, profile, cache_dir=tmp_path / "c", progress=False)
+        ds = dataio.load_dataset(tiny_data, fs.config, cache_dir=tmp_path / "c", progress=False)
+        assert not skipped and not hasattr(ds, "features")
+        assert fs.padded.shape[1] == fs.config.n_frames + 2 * fs.pad_frames
+        for i in range(len(ds)):
+            np.testing.assert_array_equal(fs.centre(np.array([i]))[0], log_mel(ds.waveforms[i], fs.config))
+
+
+# -- structure ---------------------------------------------------------------------------------
+PACKAGES = ("edge", "training", "converters", "benchmarks", "tools")
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(REPO).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: Path, modules: set[str]) -> set[str]:
+    """Project modules ``path`` imports anywhere (module top, functions, classes)."""
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:  # relative: up (level - 1) packages from this module's package
+                parts = package.split(".")[:len(package.split(".")) - (node.level - 1)]
+                base = ".".join(parts + ([base] if base else []))
+            targets = [f"{base}.{a.name}" for a in node.names] + [base]
+        else:
+            continue
+        for t in targets:
+            while t and t not in modules:
+                t = t.rpartition(".")[0]
+            if t and t != name:
+                found.add(t)
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    files = [p for pkg in PACKAGES for p in sorted((REPO / pkg).rglob("*.py"))]
+    modules = {_module_name(p) for p in files}
+    return {_module_name(p): _imports(p, modules) - {_module_name(p).rpartition(".")[0]} for p in files}
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph.get(v, ()):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                cycles.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return cycles
+
+
+def test_training_and_converters_import_no_cycle():
+    graph = import_graph()
+    assert "training.run_folder" in graph["training.report"] and "training.train" not in graph["training.report"]
+    ours = [c for c in import_cycles(graph) if any(m.split(".")[0] in ("training", "converters") for m in c)]
+    assert ours == []
+
+
+def test_no_function_in_training_or_converters_is_over_80_lines():
+    long = []
+    for pkg in ("training", "converters"):
+        for path in sorted((REPO / pkg).glob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                    n = node.end_lineno - node.lineno + 1
+                    if n > 80:
+                        long.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name} ({n} lines)")
+    assert long == []

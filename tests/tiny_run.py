@@ -2,7 +2,7 @@
 
 It holds what ``python -m training.train`` writes and ``converters/quantize.py`` reads: ``model.keras``,
 ``labels.txt``, ``feature_config.json`` (with the training split's normalisation statistics),
-``split.csv`` (``path,label,split``, paths relative to the data root), ``train_config.json`` (``data`` =
+``split.csv`` (``path,label,group,split``, paths relative to the data root), ``train_config.json`` (``data`` =
 the data root) and ``report.json``.
 
 The shipped clips all come from *test* speakers, so the sha1 speaker rule would put every one of them in
@@ -13,9 +13,7 @@ This module imports TensorFlow/Keras (inside the functions); only tests use it.
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
-import json
 import os
 import shutil
 import tempfile
@@ -69,18 +67,20 @@ def make_tiny_run(out_dir: str | os.PathLike[str], *, labels: Sequence[str] = DE
     import keras
 
     from edge.features import edge_config, fit_to_clip, log_mel, model_input_shape, to_model_input
-    from training.data import load_audio
+    from edge.fileio import write_json_atomic
+    from training.data import group_of, load_audio
+    from training.run_folder import SplitRow, write_feature_config, write_labels, write_split
 
     out_dir = Path(out_dir)
     labels = tuple(sorted(labels))
     config = edge_config()
-    rows: list[tuple[str, str, str]] = []
+    rows: list[SplitRow] = []
     feats, ys = [], []
     train_waves: list[tuple[np.ndarray, int]] = []
     for li, label in enumerate(labels):
         for k, path in enumerate(clips_for(label, data_dir)):
             split = "train" if k < n_train else "test"
-            rows.append((path.relative_to(data_dir).as_posix(), label, split))
+            rows.append(SplitRow(path.relative_to(data_dir).as_posix(), label, group_of(path.name), split))
             if split == "train":
                 train_waves.append((fit_to_clip(load_audio(path, config.sample_rate), config), li))
     for wave, li in train_waves:
@@ -104,22 +104,18 @@ def make_tiny_run(out_dir: str | os.PathLike[str], *, labels: Sequence[str] = DE
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         model.save(tmp / "model.keras")
-        (tmp / "labels.txt").write_text("\n".join(labels) + "\n", encoding="utf-8")
-        (tmp / "feature_config.json").write_text(config.to_json() + "\n", encoding="utf-8")
-        with open(tmp / "split.csv", "w", newline="", encoding="utf-8") as fh:
-            w = csv.writer(fh)
-            w.writerow(["path", "label", "split"])
-            w.writerows(rows)
-        sizes = {s: sum(1 for r in rows if r[2] == s) for s in ("train", "val", "test")}
-        (tmp / "train_config.json").write_text(json.dumps({
+        write_labels(tmp, labels)
+        write_feature_config(tmp, config)
+        write_split(tmp / "split.csv", rows)
+        sizes = {s: sum(1 for r in rows if r.split == s) for s in ("train", "val", "test")}
+        write_json_atomic(tmp / "train_config.json", {
             "network": "tiny", "profile": "edge", "width": 1.0, "epochs": epochs, "seed": seed,
-            "data": str(data_dir)}, indent=2) + "\n", encoding="utf-8")
-        (tmp / "report.json").write_text(json.dumps({
+            "data": str(data_dir)})
+        write_json_atomic(tmp / "report.json", {
             "network": "tiny", "profile": "edge", "width": 1.0, "labels": list(labels),
             "input_shape": list(model_input_shape(config)), "params": int(model.count_params()),
             "split_sizes": sizes, "accuracy": {"train": round(train_acc, 4)},
-            "split_rule": "tests/tiny_run.py: first n_train clips per class train, the rest test"},
-            indent=2) + "\n", encoding="utf-8")
+            "split_rule": "tests/tiny_run.py: first n_train clips per class train, the rest test"})
         if out_dir.exists():
             shutil.rmtree(out_dir)
         os.replace(tmp, out_dir)

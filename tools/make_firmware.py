@@ -3,14 +3,14 @@
 Two routes, both deterministic given --seed (cuDNN/XLA kernels aside):
 
 * **CPU** (default): train each network here with ``python -m training.train``, then convert it with
-  ``converters/quantize.py``. Fine for the edge-profile models; the 224x224 seed-profile models take hours
+  ``python -m converters.quantize``. Fine for the edge-profile models; the 224x224 seed-profile models take hours
   on a 2-core CPU (use --only to pick).
 * **GPU host** (how the shipped bundles were made):
-    1. ``python tools/make_firmware.py --gpu-features .gpu``   (train+val features, float16, compressed)
+    1. ``python -m tools.make_firmware --gpu-features .gpu``   (train+val features, float16, compressed)
     2. on the GPU host: ``bash tools/gpu_train.sh``            (Keras on JAX/PyTorch; weights to $OUT)
-    3. ``python tools/make_firmware.py --import-gpu DIR``      (rebuild, evaluate on test, quantize)
+    3. ``python -m tools.make_firmware --import-gpu DIR``      (rebuild, evaluate on test, quantize)
 
-    python tools/make_firmware.py --data ../shared/data/speech_commands_v0.02_test
+    python -m tools.make_firmware --data ../shared/data/speech_commands_v0.02_test
 """
 from __future__ import annotations
 
@@ -21,10 +21,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from edge.errors import AuricleError, run_cli
 
-from edge.errors import AuricleError, run_cli  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,7 +52,7 @@ def _run(cmd: list[str]) -> None:
 
 
 def quantize(spec: Spec, data: Path) -> None:
-    _run([sys.executable, "converters/quantize.py", "--run", f"runs/{spec.name}", "--out",
+    _run([sys.executable, "-m", "converters.quantize", "--run", f"runs/{spec.name}", "--out",
           f"firmware_assets/{spec.name}", "--data", str(data)])
 
 
@@ -62,9 +61,9 @@ def tune(spec: Spec, data: Path) -> None:
     ones stream too slowly on a CPU to sweep the grid)."""
     import tempfile
     with tempfile.TemporaryDirectory() as tmp:
-        _run([sys.executable, "tools/make_sample_stream.py", "--data", str(data), "--split", "val", "--duration",
+        _run([sys.executable, "-m", "tools.make_sample_stream", "--data", str(data), "--split", "val", "--duration",
               "120", "--seed", "11", "--out", tmp, "--name", "val_stream"])
-        _run([sys.executable, "tools/tune_detector.py", "--bundle", f"firmware_assets/{spec.name}", "--stream",
+        _run([sys.executable, "-m", "tools.tune_detector", "--bundle", f"firmware_assets/{spec.name}", "--stream",
               f"{tmp}/val_stream.wav"])
 
 
@@ -109,7 +108,7 @@ def main(argv=None) -> int:
                 cmd += ["--recalibrate-bn", str(spec.recalibrate_bn)]
             _run(cmd)
         else:
-            _run([sys.executable, "-m", "training.train", "--data", str(a.data), "--model", spec.network,
+            _run([sys.executable, "-m", "training.train", "--data", str(a.data), "--network", spec.network,
                   "--profile", spec.profile, "--epochs", str(spec.epochs), "--patience", "0", "--seed", str(a.seed),
                   "--quiet", "--out", f"runs/{spec.name}"])
         if not a.skip_quantize:

@@ -1,4 +1,4 @@
-"""Datasets: discover labelled clips, split them by group, decode any audio, cache log-mel features.
+"""Datasets: discover labelled clips, split them by group, decode any audio, cache the decoded clips.
 
 Layouts (``layout="auto"`` picks ``folders`` when any sub-folder of the root holds audio):
 
@@ -13,17 +13,22 @@ are ignored.
 
 Groups keep one speaker or source inside one split: ``<speaker>_nohash_<n>`` names (Speech Commands, also as
 ``word_<speaker>_nohash_<n>``) belong to the speaker; any other file is its own group, named by its stem.
-:func:`split_of` maps a group to ``train`` / ``val`` / ``test`` by ``sha1(group) % 100`` (< 80, 80-89, >= 90).
+:func:`split_of` (the one rule, from :mod:`edge.splits`) maps a group to ``train`` / ``val`` / ``test`` by
+``sha1(group) % 100`` (< 80, 80-89, >= 90).
 
 Decoding (:func:`load_audio`): WAV/FLAC/OGG through soundfile; m4a, mp3, aac, wma, opus and webm through
 pydub with the ffmpeg binary of ``imageio-ffmpeg`` (no system ffmpeg or ffprobe needed). Audio is mixed to
 mono and resampled with soxr. Empty, truncated, undecodable and non-finite files raise :class:`AudioError`;
 :func:`load_dataset` lists them in ``skipped`` (or raises with ``strict=True``).
 
-:func:`load_dataset` keeps fixed-length waveforms and log-mel features (computed by
-:func:`edge.features.log_mel`, the one frontend) and caches them on disk, keyed by the frontend settings and
-each file's sha1, in ``.npz`` packs (read with ``allow_pickle=False``). Cache folder: ``cache_dir``, else
-``$AURICLE_CACHE``, else ``~/.cache/auricle/features``; delete it at any time to reclaim the space.
+:func:`load_dataset` keeps fixed-length waveforms (:func:`edge.features.fit_to_clip`) and caches them on
+disk, keyed by the frontend settings and each file's sha1, in ``.npz`` packs (read with
+``allow_pickle=False``). Features are not kept: training computes them once from the waveforms, with the
+context frames its time-shift augmentation needs (:mod:`training.featureset`). Cache folder: ``cache_dir``,
+else ``$AURICLE_CACHE``, else ``~/.cache/auricle/features``; delete it at any time to reclaim the space.
+
+Split files (``path,label,group,split``) are the run folder's format, read and written by
+:mod:`training.run_folder`; :func:`write_split_csv` and :func:`read_split_csv` take and give :class:`Clip`.
 
 ``python -m training.data DIR`` inspects a dataset and exits 2 with one line when it cannot be trained on.
 
@@ -33,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import dataclasses
 import functools
 import hashlib
@@ -43,7 +47,6 @@ import os
 import re
 import struct
 import sys
-import tempfile
 import time
 import warnings
 from collections import Counter
@@ -53,7 +56,10 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from edge.errors import AudioError, AuricleError, run_cli
-from edge.features import FeatureConfig, fit_to_clip, log_mel
+from edge.features import FeatureConfig, fit_to_clip
+from edge.fileio import atomic_writer, write_text_atomic
+from edge.splits import SPLITS, split_of
+from training.run_folder import SplitRow, read_split, write_split
 
 __all__ = [
     "AUDIO_EXTENSIONS",
@@ -75,6 +81,7 @@ __all__ = [
     "read_split_csv",
     "decode_audio",
     "load_audio",
+    "one_blas_thread",
     "default_cache_dir",
     "load_dataset",
     "trainability_problem",
@@ -87,8 +94,6 @@ AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".ogg", ".m4a", ".mp3", ".aac", "
 #: Never a class: Speech Commands' long noise recordings (the source of ``_silence_``), not labelled clips.
 IGNORED_DIRS = frozenset({"_background_noise_"})
 LAYOUTS = ("auto", "folders", "filenames")
-SPLITS = ("train", "val", "test")
-SPLIT_BOUNDS = (80, 90)  # sha1 % 100 below 80 -> train, below 90 -> val, else test
 
 # soundfile (libsndfile) reads these; ogg falls back to ffmpeg if libsndfile cannot.
 _SOUNDFILE_EXTS = frozenset({".wav", ".flac", ".ogg"})
@@ -154,14 +159,6 @@ def group_of(name: str) -> str:
     stem = audio_stem(name)
     m = _NOHASH.match(stem)
     return m.group("speaker") if m else stem
-
-
-def split_of(group: str) -> str:
-    """``train`` / ``val`` / ``test`` from ``int(sha1(group)) % 100``: < 80, 80-89, >= 90."""
-    bucket = int(hashlib.sha1(group.encode("utf-8")).hexdigest(), 16) % 100
-    if bucket < SPLIT_BOUNDS[0]:
-        return "train"
-    return "val" if bucket < SPLIT_BOUNDS[1] else "test"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -262,26 +259,6 @@ def discover(root: str | os.PathLike, *, layout: str = "auto") -> list[Clip]:
 
 
 # -- split files ------------------------------------------------------------------------------------
-_CSV_COLUMNS = ("path", "label", "group", "split")
-
-
-def _atomic_write(path: Path, write: Callable[[Any], None], *, binary: bool) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", newline="", encoding="utf-8")) as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def _relative(path: Path, root: Path) -> str:
     try:
         return Path(os.path.relpath(path, root)).as_posix()
@@ -301,46 +278,16 @@ def write_split_csv(path: str | os.PathLike, clips: Iterable[Clip], *, root: str
     if root is None:
         root = os.path.commonpath([str(c.path.parent) for c in clips]) if clips else "."
     root = Path(root).absolute()
-    rows = [(_relative(Path(c.path).absolute(), root), c.label, c.group, splits[i] if splits else c.split)
-            for i, c in enumerate(clips)]
-
-    def write(fh: Any) -> None:
-        w = csv.writer(fh, lineterminator="\n")
-        w.writerow(_CSV_COLUMNS)
-        w.writerows(rows)
-
-    out = Path(path)
-    _atomic_write(out, write, binary=False)
-    return out
+    return write_split(path, [SplitRow(_relative(Path(c.path).absolute(), root), c.label, c.group,
+                                       splits[i] if splits else c.split) for i, c in enumerate(clips)])
 
 
 def read_split_csv(path: str | os.PathLike, *, root: str | os.PathLike | None = None) -> list[tuple[Clip, str]]:
-    """Read a file written by :func:`write_split_csv`: ``(clip, recorded split)`` per row.
-
-    Clip paths are joined to ``root`` when given, else left relative.
-    """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise AuricleError(f"cannot read split file {str(path)!r}: {exc.strerror or exc}") from None
-    reader = csv.reader(io.StringIO(text))
-    header = next(reader, None)
-    if header is None or tuple(header) != _CSV_COLUMNS:
-        raise AuricleError(f"{path}: header {header} is not {','.join(_CSV_COLUMNS)}; "
-                           "write it with training.data.write_split_csv")
+    """Read a split file: ``(clip, recorded split)`` per row. Clip paths are joined to ``root`` when given, else
+    left relative; a three-column file of an older run gets each clip's group from its name."""
     base = Path(root) if root is not None else None
-    out: list[tuple[Clip, str]] = []
-    for line_no, row in enumerate(reader, start=2):
-        if not row:
-            continue
-        if len(row) != len(_CSV_COLUMNS):
-            raise AuricleError(f"{path}:{line_no}: expected {len(_CSV_COLUMNS)} columns, got {len(row)}")
-        rel, label, group, split = row
-        if split not in SPLITS:
-            raise AuricleError(f"{path}:{line_no}: split {split!r} is not one of {SPLITS}")
-        out.append((Clip(base / rel if base is not None else Path(rel), label, group), split))
-    return out
+    return [(Clip(base / r.path if base is not None else Path(r.path), r.label, r.group or group_of(r.path)),
+             r.split) for r in read_split(path)]
 
 
 # -- decoding -----------------------------------------------------------------------------------------
@@ -553,7 +500,7 @@ class _Progress:
         self.printed = True
 
 
-def _one_blas_thread() -> contextlib.AbstractContextManager[Any]:
+def one_blas_thread() -> contextlib.AbstractContextManager[Any]:
     """Limit BLAS to one thread while featurising clip by clip, when threadpoolctl is installed.
 
     log_mel's small matmuls run several times slower with multi-threaded OpenBLAS on a busy machine
@@ -566,7 +513,7 @@ def _one_blas_thread() -> contextlib.AbstractContextManager[Any]:
     return threadpool_limits(limits=1, user_api="blas")
 
 
-# -- feature cache --------------------------------------------------------------------------------------
+# -- waveform cache -------------------------------------------------------------------------------------
 def default_cache_dir() -> Path:
     """``$AURICLE_CACHE`` when set, else ``~/.cache/auricle/features``."""
     env = os.environ.get(CACHE_ENV)
@@ -577,21 +524,21 @@ def _cache_key(config: FeatureConfig) -> dict[str, Any]:
     return {"cache_version": CACHE_VERSION, "frontend": config.frontend_key}
 
 
-class _FeatureCache:
-    """Packs of ``(sha1, waveform, features, native info)`` rows in ``<dir>/<sha1(key)[:16]>/pack-*.npz``.
+class _WaveformCache:
+    """Packs of ``(sha1, waveform, native info)`` rows in ``<dir>/<sha1(key)[:16]>/pack-*.npz``.
 
     Rows are found by the sha1 of the file's bytes; a pack is only ever written whole (temp file + rename).
+    Packs written before features were dropped also hold a ``features`` array, which is not read.
     """
 
-    _ARRAYS = ("sha1", "waveforms", "features", "sample_rate", "channels", "frames")
+    _ARRAYS = ("sha1", "waveforms", "sample_rate", "channels", "frames")
 
     def __init__(self, directory: Path, config: FeatureConfig) -> None:
         key_json = json.dumps(_cache_key(config), sort_keys=True)
         self.key_json = key_json
         self.dir = directory / hashlib.sha1(key_json.encode()).hexdigest()[:16]
         self.wave_shape = (config.clip_samples,)
-        self.feat_shape = (config.n_frames, config.n_mels)
-        self._pending: list[tuple[str, np.ndarray, np.ndarray, AudioInfo]] = []
+        self._pending: list[tuple[str, np.ndarray, AudioInfo]] = []
         self.warnings: list[str] = []
 
     def _packs(self) -> list[Path]:
@@ -621,7 +568,7 @@ class _FeatureCache:
             self._drop(pack, f"unreadable ({type(exc).__name__})")
             return None
         n = arrays["sha1"].shape[0]
-        ok = (arrays["waveforms"].shape == (n, *self.wave_shape) and arrays["features"].shape == (n, *self.feat_shape)
+        ok = (arrays["waveforms"].shape == (n, *self.wave_shape)
               and all(arrays[k].shape == (n,) for k in ("sample_rate", "channels", "frames")))
         if not ok:
             self._drop(pack, "unexpected shapes")
@@ -635,8 +582,8 @@ class _FeatureCache:
         except OSError:
             pass
 
-    def put(self, sha: str, wave: np.ndarray, feats: np.ndarray, info: AudioInfo) -> None:
-        self._pending.append((sha, wave, feats, info))
+    def put(self, sha: str, wave: np.ndarray, info: AudioInfo) -> None:
+        self._pending.append((sha, wave, info))
         if len(self._pending) >= _PACK_FLUSH:
             self.flush()
 
@@ -651,20 +598,20 @@ class _FeatureCache:
         arrays = {
             "sha1": np.array([r[0] for r in rows], dtype="<U40"),
             "waveforms": np.stack([r[1] for r in rows]).astype(np.float32, copy=False),
-            "features": np.stack([r[2] for r in rows]).astype(np.float32, copy=False),
-            "sample_rate": np.array([r[3].sample_rate for r in rows], dtype=np.int64),
-            "channels": np.array([r[3].channels for r in rows], dtype=np.int64),
-            "frames": np.array([r[3].frames for r in rows], dtype=np.int64),
+            "sample_rate": np.array([r[2].sample_rate for r in rows], dtype=np.int64),
+            "channels": np.array([r[2].channels for r in rows], dtype=np.int64),
+            "frames": np.array([r[2].frames for r in rows], dtype=np.int64),
         }
         name = hashlib.sha1("".join(sorted(seen)).encode()).hexdigest()[:20]
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             key_file = self.dir / "key.json"
             if not key_file.exists():
-                _atomic_write(key_file, lambda fh: fh.write(self.key_json + "\n"), binary=False)
-            _atomic_write(self.dir / f"pack-{name}.npz", lambda fh: np.savez(fh, **arrays), binary=True)
+                write_text_atomic(key_file, self.key_json + "\n")
+            with atomic_writer(self.dir / f"pack-{name}.npz", binary=True) as fh:
+                np.savez(fh, **arrays)
         except OSError as exc:
-            self.warnings.append(f"could not write the feature cache in {self.dir} ({exc.strerror or exc})")
+            self.warnings.append(f"could not write the clip cache in {self.dir} ({exc.strerror or exc})")
 
 
 # -- datasets -------------------------------------------------------------------------------------------
@@ -674,7 +621,7 @@ class Dataset:
 
     ``labels`` holds every discovered class (sorted), including any whose clips were all skipped -- see
     :meth:`check_trainable`. ``waveforms`` are mono at ``config.sample_rate``, padded/cropped by
-    :func:`edge.features.fit_to_clip`; ``features`` are :func:`edge.features.log_mel` of those waveforms, in dB.
+    :func:`edge.features.fit_to_clip`.
     """
 
     root: Path
@@ -682,7 +629,6 @@ class Dataset:
     config: FeatureConfig
     clips: list[Clip]
     labels: list[str]
-    features: np.ndarray        # (N, n_frames, n_mels) float32
     waveforms: np.ndarray       # (N, clip_samples) float32
     label_ids: np.ndarray       # (N,) int64 indices into labels
     splits: np.ndarray          # (N,) str: train / val / test
@@ -741,8 +687,49 @@ def _note(enabled: bool, text: str) -> None:
         print(f"auricle data: {text}", file=sys.stderr, flush=True)
 
 
-def _fill_from_cache(cache: _FeatureCache, clips: Sequence[Clip], waveforms: np.ndarray, features: np.ndarray,
-                     info: np.ndarray, ok: np.ndarray) -> None:
+def _skipper(skipped: list[tuple[Path, str]], *, strict: bool, fix: str,
+             note: bool) -> Callable[[Path, str], None]:
+    """The function that records an unusable file: listed in ``skipped`` (and noted on stderr when ``note``),
+    or, with ``strict``, raised at once as an :class:`AudioError` ending in ``fix``."""
+    def skip(path: Path, reason: str) -> None:
+        if strict:
+            raise AudioError(f"{path}: {reason} (strict mode: {fix})")
+        skipped.append((path, reason))
+        _note(note, f"skipped {path}: {reason}")
+    return skip
+
+
+@dataclasses.dataclass(eq=False)
+class _Rows:
+    """What decoding fills in: one row per discovered clip, ``ok`` where a row holds a usable clip."""
+
+    waveforms: np.ndarray       # (n, clip_samples) float32
+    info: np.ndarray            # (n, 3) native sample rate, channels, frames
+    ok: np.ndarray              # (n,) bool
+
+    @classmethod
+    def empty(cls, n: int, config: FeatureConfig) -> "_Rows":
+        return cls(np.empty((n, config.clip_samples), dtype=np.float32), np.zeros((n, 3), dtype=np.int64),
+                   np.zeros(n, dtype=bool))
+
+    def put(self, i: int, wave: np.ndarray, native: AudioInfo) -> None:
+        self.waveforms[i] = wave
+        self.info[i] = (native.sample_rate, native.channels, native.frames)
+        self.ok[i] = True
+
+    def keep_only(self, keep: np.ndarray) -> None:
+        """Drop the rows not in ``keep``: compacted in place, then shrunk (no second full-size copy)."""
+        if keep.size == self.ok.size:
+            return
+        for dst, src in enumerate(keep):
+            if dst != src:
+                self.waveforms[dst] = self.waveforms[src]
+        self.waveforms.resize((keep.size, self.waveforms.shape[1]), refcheck=False)
+        self.info = self.info[keep]
+        self.ok = self.ok[keep]
+
+
+def _fill_from_cache(cache: _WaveformCache, clips: Sequence[Clip], rows: _Rows) -> None:
     """Copy every cached row into place (one pack in memory at a time) and mark it ``ok``."""
     index = cache.index()
     if not index:
@@ -762,77 +749,34 @@ def _fill_from_cache(cache: _FeatureCache, clips: Sequence[Clip], waveforms: np.
             continue
         dst = np.array([i for i, _ in pairs])
         src = np.array([r for _, r in pairs])
-        waveforms[dst] = arrays["waveforms"][src]
-        features[dst] = arrays["features"][src]
-        info[dst, 0] = arrays["sample_rate"][src]
-        info[dst, 1] = arrays["channels"][src]
-        info[dst, 2] = arrays["frames"][src]
-        ok[dst] = True
+        rows.waveforms[dst] = arrays["waveforms"][src]
+        rows.info[dst, 0] = arrays["sample_rate"][src]
+        rows.info[dst, 1] = arrays["channels"][src]
+        rows.info[dst, 2] = arrays["frames"][src]
+        rows.ok[dst] = True
 
 
-def load_dataset(root: str | os.PathLike, config: FeatureConfig, *, layout: str = "auto", strict: bool = False,
-                 cache_dir: str | os.PathLike | None = None, use_cache: bool = True,
-                 progress: bool = True) -> Dataset:
-    """Discover, decode and featurise every clip under ``root``.
-
-    Files that cannot be used (unreadable, empty, truncated, undecodable, NaN/inf, unlabelled) are listed in
-    ``Dataset.skipped`` with the reason, and printed one line each on stderr when ``progress``;
-    ``strict=True`` raises :class:`AuricleError` on the first instead. ``progress`` also prints a line every
-    500 decoded files. Waveforms and features are cached on disk (``cache_dir``, default
-    :func:`default_cache_dir`; ``use_cache=False`` turns it off) by frontend settings and file content, so a
-    rerun decodes nothing. Raises :class:`AuricleError` when the folder is missing or holds no usable clip.
-    Call :meth:`Dataset.check_trainable` before training.
-    """
-    if not isinstance(config, FeatureConfig):
-        raise AuricleError(f"config must be an edge.features.FeatureConfig, got {type(config).__name__}")
-    found = scan(root, layout=layout)
-    skipped: list[tuple[Path, str]] = []
-
-    def skip(path: Path, reason: str) -> None:
-        if strict:
-            raise AudioError(f"{path}: {reason} (strict mode: fix or remove the file, or turn strict off to "
-                             "skip it)")
-        skipped.append((path, reason))
-        _note(progress, f"skipped {path}: {reason}")
-
-    for path, reason in found.rejected:
-        skip(path, reason)
-    if not found.clips:
-        raise AuricleError(trainability_problem({}, root=found.root) or "no clips")
-
-    n = len(found.clips)
-    waveforms = np.empty((n, config.clip_samples), dtype=np.float32)
-    features = np.empty((n, config.n_frames, config.n_mels), dtype=np.float32)
-    info = np.zeros((n, 3), dtype=np.int64)  # native sample_rate, channels, frames
-    ok = np.zeros(n, dtype=bool)
-    cache = None
-    if use_cache:
-        cache = _FeatureCache(Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir(),
-                              config)
-        _fill_from_cache(cache, found.clips, waveforms, features, info, ok)
-    hits = int(ok.sum())
-
+def _decode_missing(clips: Sequence[Clip], rows: _Rows, config: FeatureConfig, cache: _WaveformCache | None,
+                    skip: Callable[[Path, str], None], skipped: list[tuple[Path, str]], progress: bool) -> None:
+    """Decode every clip the cache did not hold into ``rows`` (and into the cache)."""
+    hits = int(rows.ok.sum())
     decoded = 0
-    bar = _Progress(n - hits, "decoding", progress)
+    bar = _Progress(len(clips) - hits, "decoding", progress)
     try:
-        with _one_blas_thread():
-            for i, clip in enumerate(found.clips):
-                if ok[i]:
-                    continue
-                try:
-                    data = _read_bytes(clip.path)
-                    mono, native = _prepare(clip.path, data, config.sample_rate)
-                except AudioError as exc:
-                    skip(clip.path, str(exc))
-                else:
-                    waveforms[i] = fit_to_clip(mono, config)
-                    features[i] = log_mel(waveforms[i], config)
-                    info[i] = (native.sample_rate, native.channels, native.frames)
-                    ok[i] = True
-                    decoded += 1
-                    if cache is not None:
-                        cache.put(hashlib.sha1(data).hexdigest(), waveforms[i].copy(), features[i].copy(), native)
-                bar.step(cached=hits, decoded=decoded, skipped=len(skipped))
+        for i, clip in enumerate(clips):
+            if rows.ok[i]:
+                continue
+            try:
+                data = _read_bytes(clip.path)
+                mono, native = _prepare(clip.path, data, config.sample_rate)
+            except AudioError as exc:
+                skip(clip.path, str(exc))
+            else:
+                rows.put(i, fit_to_clip(mono, config), native)
+                decoded += 1
+                if cache is not None:
+                    cache.put(hashlib.sha1(data).hexdigest(), rows.waveforms[i].copy(), native)
+            bar.step(cached=hits, decoded=decoded, skipped=len(skipped))
     finally:
         if cache is not None:
             cache.flush()
@@ -840,34 +784,53 @@ def load_dataset(root: str | os.PathLike, config: FeatureConfig, *, layout: str 
                 _note(progress, warning)
     bar.finish(cached=hits, decoded=decoded, skipped=len(skipped))
 
-    keep = np.flatnonzero(ok)
+
+def load_dataset(root: str | os.PathLike, config: FeatureConfig, *, layout: str = "auto", strict: bool = False,
+                 cache_dir: str | os.PathLike | None = None, use_cache: bool = True,
+                 progress: bool = True) -> Dataset:
+    """Discover and decode every clip under ``root``, fitted to the clip length.
+
+    Files that cannot be used (unreadable, empty, truncated, undecodable, NaN/inf, unlabelled) are listed in
+    ``Dataset.skipped`` with the reason, and printed one line each on stderr when ``progress``;
+    ``strict=True`` raises :class:`AuricleError` on the first instead. ``progress`` also prints a line every
+    500 decoded files. Waveforms are cached on disk (``cache_dir``, default :func:`default_cache_dir`;
+    ``use_cache=False`` turns it off) by frontend settings and file content, so a rerun decodes nothing.
+    Raises :class:`AuricleError` when the folder is missing or holds no usable clip.
+    Call :meth:`Dataset.check_trainable` before training.
+    """
+    if not isinstance(config, FeatureConfig):
+        raise AuricleError(f"config must be an edge.features.FeatureConfig, got {type(config).__name__}")
+    found = scan(root, layout=layout)
+    skipped: list[tuple[Path, str]] = []
+    skip = _skipper(skipped, strict=strict, note=progress,
+                    fix="fix or remove the file, or turn strict off to skip it")
+    for path, reason in found.rejected:
+        skip(path, reason)
+    if not found.clips:
+        raise AuricleError(trainability_problem({}, root=found.root) or "no clips")
+    rows = _Rows.empty(len(found.clips), config)
+    cache = None
+    if use_cache:
+        cache = _WaveformCache(Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir(),
+                               config)
+        _fill_from_cache(cache, found.clips, rows)
+    _decode_missing(found.clips, rows, config, cache, skip, skipped, progress)
+    keep = np.flatnonzero(rows.ok)
     if keep.size == 0:
-        raise AuricleError(f"none of the {n} audio files under {str(found.root)!r} could be used; "
+        raise AuricleError(f"none of the {len(found.clips)} audio files under {str(found.root)!r} could be used; "
                            f"first reason: {skipped[0][1] if skipped else 'unknown'}")
-    if keep.size < n:  # compact in place, then shrink: no second full-size copy
-        for dst, src in enumerate(keep):
-            if dst != src:
-                waveforms[dst] = waveforms[src]
-                features[dst] = features[src]
-        waveforms.resize((keep.size, config.clip_samples), refcheck=False)
-        features.resize((keep.size, config.n_frames, config.n_mels), refcheck=False)
-        info = info[keep]
+    rows.keep_only(keep)
     clips = [found.clips[i] for i in keep]
     labels = sorted({c.label for c in found.clips})
     lookup = {label: k for k, label in enumerate(labels)}
     return Dataset(
-        root=found.root,
-        layout=found.layout,
-        config=config,
-        clips=clips,
-        labels=labels,
-        features=features,
-        waveforms=waveforms,
+        root=found.root, layout=found.layout, config=config, clips=clips, labels=labels,
+        waveforms=rows.waveforms,
         label_ids=np.array([lookup[c.label] for c in clips], dtype=np.int64),
         splits=np.array([c.split for c in clips], dtype="<U5"),
-        sample_rates=info[:, 0].copy(),
-        channels=info[:, 1].copy(),
-        durations=info[:, 2] / np.maximum(info[:, 0], 1),
+        sample_rates=rows.info[:, 0].copy(),
+        channels=rows.info[:, 1].copy(),
+        durations=rows.info[:, 2] / np.maximum(rows.info[:, 0], 1),
         skipped=skipped,
     )
 
@@ -902,12 +865,7 @@ def inspect_dataset(root: str | os.PathLike, *, layout: str = "auto", strict: bo
         raise AuricleError(f"sample rate {sample_rate!r} must be a positive integer (Hz)")
     found = scan(root, layout=layout)
     skipped: list[tuple[Path, str]] = []
-
-    def skip(path: Path, reason: str) -> None:
-        if strict:
-            raise AudioError(f"{path}: {reason} (strict mode: fix or remove the file, or drop --strict to skip it)")
-        skipped.append((path, reason))
-
+    skip = _skipper(skipped, strict=strict, note=False, fix="fix or remove the file, or drop --strict to skip it")
     for path, reason in found.rejected:
         skip(path, reason)
     counts: Counter[str] = Counter({label: 0 for label in {c.label for c in found.clips}})

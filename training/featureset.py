@@ -17,10 +17,14 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+
 import numpy as np
 
 from edge.errors import AuricleError
-from edge.features import FeatureConfig, log_mel, to_model_input
+from edge.features import FeatureConfig, log_mel, model_input_shape, to_model_input
+from edge.fileio import atomic_writer
+from training.data import group_of
+from training.run_folder import SplitRow
 
 NOISE_LABELS = ("_silence_", "_background_noise_", "silence", "noise")
 
@@ -58,13 +62,16 @@ class FeatureSet:
             return np.empty(0, dtype=int)
         return np.flatnonzero(np.isin(self.y, names) & (self.split == "train"))
 
+    def split_rows(self) -> list[SplitRow]:
+        """The run folder's ``split.csv`` rows: path (relative to the data root), label, group, split."""
+        return [SplitRow(Path(str(p)).as_posix(), self.label_names[int(y)], group_of(Path(str(p)).name), str(s))
+                for p, y, s in zip(self.paths, self.y, self.split)]
+
     def save(self, path: str | Path, *, dtype: str = "float16") -> None:
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp.npz")
-        np.savez(tmp, padded=self.padded.astype(dtype), y=self.y.astype(np.int16), split=self.split.astype("U5"),
-                 paths=self.paths.astype(str), label_names=np.asarray(self.label_names, dtype=str),
-                 config=np.asarray(self.config.to_json()), pad_frames=np.asarray(self.pad_frames))
-        tmp.replace(path)
+        with atomic_writer(path, binary=True) as fh:
+            np.savez(fh, padded=self.padded.astype(dtype), y=self.y.astype(np.int16), split=self.split.astype("U5"),
+                     paths=self.paths.astype(str), label_names=np.asarray(self.label_names, dtype=str),
+                     config=np.asarray(self.config.to_json()), pad_frames=np.asarray(self.pad_frames))
 
     @classmethod
     def load(cls, path: str | Path) -> "FeatureSet":
@@ -157,7 +164,6 @@ def model_inputs(fs: FeatureSet, idx: np.ndarray, batch: int = 256) -> np.ndarra
     """Un-augmented model inputs (profile transform applied) for evaluation."""
     parts = [to_model_input(fs.centre(idx[i:i + batch]), fs.config) for i in range(0, len(idx), batch)]
     if not parts:
-        from edge.features import model_input_shape
         return np.empty((0, *model_input_shape(fs.config)), dtype=np.float32)
     return np.concatenate(parts)
 

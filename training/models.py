@@ -10,11 +10,12 @@ from __future__ import annotations
 from typing import Sequence
 
 import keras
+import numpy as np
 from keras import layers
 
 from edge.errors import AuricleError
-
-NETWORKS = ("mobilenet", "resnet18")
+from training.config import NETWORKS, PROFILES
+from training.featureset import FeatureSet, model_inputs
 
 # (pointwise filters, stride) of MobileNet v1's 13 depthwise-separable blocks
 _MOBILENET_BLOCKS: tuple[tuple[int, int], ...] = (
@@ -31,6 +32,11 @@ def _check(input_shape: Sequence[int], num_classes: int, width: float) -> tuple[
     if not width > 0:
         raise AuricleError(f"width multiplier must be > 0, got {width!r}")
     return tuple(input_shape)  # type: ignore[return-value]
+
+
+def _check_profile(profile: str) -> None:
+    if profile not in PROFILES:
+        raise AuricleError(f"profile must be 'seed' or 'edge', got {profile!r}")
 
 
 def _stride(size: int, want: int, floor: int) -> int:
@@ -59,8 +65,7 @@ def build_mobilenet(input_shape: Sequence[int], num_classes: int, *, alpha: floa
                     dropout: float = 0.0, floor: int = 4, bn_momentum: float = 0.99) -> keras.Model:
     """MobileNet v1. ``profile="edge"`` uses stem stride (2, 1) and stops halving a side at ``floor``."""
     h, w, c = _check(input_shape, num_classes, alpha)
-    if profile not in ("seed", "edge"):
-        raise AuricleError(f"profile must be 'seed' or 'edge', got {profile!r}")
+    _check_profile(profile)
     inputs = keras.Input(shape=(h, w, c), name="input")
     x = inputs
     if profile == "seed":
@@ -105,8 +110,7 @@ def build_resnet18(input_shape: Sequence[int], num_classes: int, *, width: float
     two dense ReLU layers, softmax. ``profile="edge"``: a 3x3 stem at stride (2, 1), no max pool, and
     halving stops at ``floor``."""
     h, w, c = _check(input_shape, num_classes, width)
-    if profile not in ("seed", "edge"):
-        raise AuricleError(f"profile must be 'seed' or 'edge', got {profile!r}")
+    _check_profile(profile)
     inputs = keras.Input(shape=(h, w, c), name="input")
     x = inputs
     if profile == "seed":
@@ -166,3 +170,30 @@ def count_macs(model: keras.Model) -> int:
         elif isinstance(layer, layers.Dense):
             total += int(layer.input.shape[-1]) * layer.units
     return int(total)
+
+
+def recalibrate_batchnorm(model: keras.Model, fs: FeatureSet, *, clips: int = 1024, batch_size: int = 64,
+                          seed: int = 0) -> int:
+    """Re-estimate every BatchNormalization layer's moving mean/variance as the exact average over
+    ``clips`` training clips (un-augmented, training-mode forward passes, no weight update).
+
+    A short, high-learning-rate run leaves the moving averages behind the weights (the model is right in
+    training mode and wrong in inference mode); this "precise BN" pass repairs that without training.
+    Returns the number of batches used."""
+    bn_layers = [layer for layer in model.layers if isinstance(layer, layers.BatchNormalization)]
+    if not bn_layers:
+        return 0
+    rng = np.random.default_rng(seed)
+    idx = rng.permutation(fs.indices("train"))[:clips]
+    saved = [layer.momentum for layer in bn_layers]
+    n = 0
+    try:
+        for start in range(0, len(idx), batch_size):
+            n += 1
+            for layer in bn_layers:   # cumulative average: moving = (n-1)/n * moving + 1/n * batch
+                layer.momentum = (n - 1) / n
+            model(model_inputs(fs, idx[start:start + batch_size]), training=True)
+    finally:
+        for layer, m in zip(bn_layers, saved):
+            layer.momentum = m
+    return n

@@ -25,10 +25,12 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from edge.errors import AuricleError
+from edge.errors import AudioError, AuricleError
 from edge.features import FeatureConfig, log_mel
+from edge.fileio import atomic_writer
+from edge.splits import SPLITS, split_of
+from training.data import AUDIO_EXTENSIONS, default_cache_dir, load_audio
 
-SPLITS = ("train", "val", "test")
 BACKGROUND_LABEL = "_background_"
 #: the labels a data set may already have for "not a target sound", in order of preference
 BACKGROUND_CANDIDATES = ("_unknown_", "_background_", "_silence_")
@@ -43,14 +45,11 @@ class NegativeFile:
 
 def split_of_file(rel: str) -> str:
     """``train`` / ``val`` / ``test`` from ``sha1(rel) % 100`` (the shared data's suggested rule)."""
-    from training.data import split_of
     return split_of(rel)
 
 
 def find_negative_files(roots: Sequence[str | os.PathLike[str]]) -> list[NegativeFile]:
     """Every audio file under ``roots`` (files are taken as they are), sorted, with its split."""
-    from training.data import AUDIO_EXTENSIONS
-
     found: list[NegativeFile] = []
     for root in roots:
         root = Path(root)
@@ -82,9 +81,6 @@ def _cache_path(cache_dir: Path, config: FeatureConfig, data: bytes) -> Path:
 
 def file_features(path: Path, config: FeatureConfig, cache_dir: Path | None) -> np.ndarray:
     """The whole file's log-mel frames ``(frames, n_mels)`` float16 dB, from the cache when it has them."""
-    from edge.fileio import atomic_writer
-    from training.data import AudioError, load_audio
-
     data = path.read_bytes()
     cached = _cache_path(cache_dir, config, data) if cache_dir is not None else None
     if cached is not None and cached.is_file():
@@ -157,8 +153,6 @@ def load_negative_bank(roots: Sequence[str | os.PathLike[str]], config: FeatureC
                        cache_dir: str | os.PathLike[str] | None = None, progress: bool = True,
                        splits: Sequence[str] = ("train", "val")) -> NegativeBank:
     """Find the files under ``roots`` and compute the frames of those in ``splits`` (never test by default)."""
-    from training.data import default_cache_dir
-
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     files = [f for f in find_negative_files(roots) if f.split in splits]
     if not any(f.split == "train" for f in files) and "train" in splits:

@@ -8,7 +8,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from edge.bundle import write_json_atomic
+from edge.fileio import atomic_writer, write_json_atomic, write_text_atomic
+from training.featureset import model_inputs
+from training.run_folder import HISTORY, MODEL, read_history
 
 
 def per_class_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
@@ -35,7 +37,6 @@ def predict(model: Any, x: np.ndarray, batch: int = 128) -> np.ndarray:
 
 
 def evaluate_splits(model: Any, fs) -> dict[str, dict[str, Any]]:
-    from training.featureset import model_inputs
     out = {}
     for split in ("train", "val", "test"):
         idx = fs.indices(split)
@@ -92,9 +93,8 @@ def plot_confusion(cm: Sequence[Sequence[int]], labels: Sequence[str], path: Pat
 
 
 def _savefig(fig: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    fig.savefig(tmp, dpi=110)
-    tmp.replace(path)
+    with atomic_writer(path, binary=True) as fh:
+        fig.savefig(fh, dpi=110, format=path.suffix.lstrip(".") or "png")
 
 
 def markdown_report(report: dict[str, Any]) -> str:
@@ -127,13 +127,12 @@ def write_report(out: Path, fs, cfg, summary: dict[str, Any], *, skipped: Sequen
     """Evaluate the best model on every split and write report.json, report.md, curves.png, confusion.png."""
     import keras
 
-    from training.models import count_macs
-    from training.train import read_history
+    from training.models import count_macs  # imports keras: lazy, like keras itself
 
     if model is None:
-        model = keras.saving.load_model(out / "model.keras", safe_mode=True)
+        model = keras.saving.load_model(out / MODEL, safe_mode=True)
     metrics = evaluate_splits(model, fs)
-    history = read_history(out / "history.csv")
+    history = read_history(out / HISTORY)
     skipped_rows = [{"path": str(p), "reason": str(r)} for p, r in skipped]
     report = {
         "network": cfg.network, "profile": fs.config.profile, "width": cfg.resolved_width(),
@@ -147,8 +146,7 @@ def write_report(out: Path, fs, cfg, summary: dict[str, Any], *, skipped: Sequen
         "split_rule": "sha1(group) % 100: <80 train, 80-89 val, >=90 test; group = speaker id",
     }
     write_json_atomic(out / "report.json", report)
-    (out / ".report.md.tmp").write_text(markdown_report(report))
-    (out / ".report.md.tmp").replace(out / "report.md")
+    write_text_atomic(out / "report.md", markdown_report(report))
     title = f"{cfg.network} / {fs.config.profile}"
     plot_curves(history, out / "curves.png", title)
     cm_split = "test" if "test" in metrics else next(iter(metrics))

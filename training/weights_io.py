@@ -11,15 +11,20 @@ and writes a normal run folder (model.keras, report, plots) -- evaluated here, o
 from __future__ import annotations
 
 import argparse
-import io
 import json
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from edge.errors import AuricleError, run_cli
+from edge.features import FeatureConfig, model_input_shape
+from edge.fileio import atomic_writer, write_json_atomic, write_text_atomic
+from training.config import TrainConfig
+from training.featureset import FeatureSet
+from training.report import write_report
+from training.run_folder import (HISTORY, MODEL, SPLIT, TRAIN_CONFIG, TRAIN_SUMMARY, save_model_atomic,
+                                 write_feature_config, write_labels, write_split)
 
 
 def export_weights(model: Any, out_dir: str | Path, *, prefix: str, meta: dict[str, Any], max_mb: float = 16.0,
@@ -43,7 +48,8 @@ def export_weights(model: Any, out_dir: str | Path, *, prefix: str, meta: dict[s
     for c, ids in enumerate(chunks):
         path = out_dir / names[c]
         extra = {"__meta__": np.asarray(json.dumps(meta))} if c == 0 else {}
-        np.savez(path, **{f"w{i:04d}": weights[i] for i in ids}, **extra)
+        with atomic_writer(path, binary=True) as fh:
+            np.savez(fh, **{f"w{i:04d}": weights[i] for i in ids}, **extra)
         files.append(path)
     return files
 
@@ -72,17 +78,10 @@ def load_weights(weights_dir: str | Path, prefix: str) -> tuple[list[np.ndarray]
 def import_run(*, weights_dir: str | Path, prefix: str, features: str | Path, out: str | Path,
                data: str | Path | None = None, recalibrate_bn: int = 0) -> dict[str, Any]:
     """Rebuild the network, load exported weights, and write a complete run folder in ``out``."""
-    import dataclasses
-
-    from edge.features import FeatureConfig, model_input_shape
-    from training.featureset import FeatureSet
-    from training.models import build_model
-    from training.report import write_report
-    from training.train import TrainConfig, _save_model_atomic, split_csv
+    from training.models import build_model, recalibrate_batchnorm  # imports keras: lazy, like keras
 
     weights, meta = load_weights(weights_dir, prefix)
-    cfg_dict = {k: v for k, v in meta["train_config"].items() if k != "label_smoothing"}
-    cfg = TrainConfig(**{k: v for k, v in cfg_dict.items() if k in {f.name for f in dataclasses.fields(TrainConfig)}})
+    cfg = TrainConfig.from_dict(meta["train_config"])
     fs = FeatureSet.load(features)
     fs.config = FeatureConfig.from_dict(meta["feature_config"])
     if fs.label_names != list(meta["labels"]):
@@ -92,7 +91,6 @@ def import_run(*, weights_dir: str | Path, prefix: str, features: str | Path, ou
     model.set_weights(weights)
     summary = dict(meta["summary"])
     if recalibrate_bn:
-        from training.train import recalibrate_batchnorm
         batches = recalibrate_batchnorm(model, fs, clips=recalibrate_bn)
         summary["bn_recalibrated"] = f"moving statistics re-estimated over {recalibrate_bn} training clips " \
                                      f"({batches} batches) after import"
@@ -100,16 +98,21 @@ def import_run(*, weights_dir: str | Path, prefix: str, features: str | Path, ou
     model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    _save_model_atomic(model, out / "model.keras")
-    (out / "feature_config.json").write_text(fs.config.to_json() + "\n")
-    (out / "labels.txt").write_text("\n".join(fs.label_names) + "\n")
-    (out / "history.csv").write_text(meta["history_csv"])
-    (out / "train_config.json").write_text(json.dumps({**cfg.to_dict(), "data": str(data) if data else None,
-                                                       "features": str(features),
-                                                       "trained_on": meta["summary"].get("device")}, indent=2))
-    (out / "train_summary.json").write_text(json.dumps(summary, indent=2))
-    split_csv(fs, out / "split.csv")
+    save_model_atomic(model, out / MODEL)
+    _write_imported_run(out, fs, cfg, meta, summary, data=data, features=features)
     return write_report(out, fs, cfg, summary, skipped=meta.get("skipped", []), model=model)
+
+
+def _write_imported_run(out: Path, fs: FeatureSet, cfg: TrainConfig, meta: dict[str, Any], summary: dict[str, Any],
+                        *, data: str | Path | None, features: str | Path) -> None:
+    """The run folder's files besides the model and the report, as training on this host would write them."""
+    write_feature_config(out, fs.config)
+    write_labels(out, fs.label_names)
+    write_text_atomic(out / HISTORY, meta["history_csv"])
+    write_json_atomic(out / TRAIN_CONFIG, {**cfg.to_dict(), "data": str(data) if data else None,
+                                           "features": str(features), "trained_on": meta["summary"].get("device")})
+    write_json_atomic(out / TRAIN_SUMMARY, summary)
+    write_split(out / SPLIT, fs.split_rows())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

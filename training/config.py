@@ -1,0 +1,75 @@
+"""What a training run is configured by: the networks, their default widths, the study's targets and
+:class:`TrainConfig` -- defined here once, for the CLI, the builders and the weight import.
+
+No Keras here: a GPU host or the converter can read a run's configuration without importing a backend.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+from edge.errors import AuricleError
+from edge.features import PROFILES, FeatureConfig, edge_config, seed_config
+
+__all__ = ["NETWORKS", "PROFILES", "DEFAULT_WIDTH", "STUDY_TARGETS", "TrainConfig", "feature_config_for"]
+
+NETWORKS = ("mobilenet", "resnet18")
+#: width multiplier (MobileNet alpha, ResNet channel scale) when --width is not given, by (network, profile)
+DEFAULT_WIDTH: dict[tuple[str, str], float] = {("mobilenet", "seed"): 1.0, ("resnet18", "seed"): 1.0,
+                                               ("mobilenet", "edge"): 0.5, ("resnet18", "edge"): 0.5}
+#: the original study's early-stopping thresholds (validation accuracy), by network
+STUDY_TARGETS: dict[str, float] = {"mobilenet": 0.90, "resnet18": 0.87}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    network: str = "mobilenet"
+    profile: str = "edge"
+    width: float | None = None          # None: DEFAULT_WIDTH for network/profile
+    epochs: int = 60
+    batch_size: int = 64
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    dropout: float = 0.2
+    target_accuracy: float | None = None
+    patience: int = 15
+    augment: bool = True
+    seed: int = 0
+    class_weighting: bool = True
+    time_limit: float | None = None     # seconds of fitting; then stop cleanly as on SIGINT
+    bn_momentum: float = 0.99           # lower it for runs of only a few dozen steps
+    jit_compile: bool | str = "auto"    # XLA; False skips a compile that dominates very short runs
+    negative_fraction: float = 0.25     # with --negatives: background windows appended per batch (x batch size)
+    negative_mix_prob: float = 0.5      # with --negatives: chance a positive gets negative audio mixed under it
+    negative_snr_db: tuple[float, float] = (0.0, 20.0)   # SNR range of that mix
+    mine_rounds: int = 0                # hard-negative mining rounds after training (needs --negatives)
+    mine_epochs: int = 2                # fine-tune epochs per mining round
+    mine_threshold: float = 0.5         # a negative window scoring this much for a reportable label is "hard"
+    mine_max_drop: float = 0.01         # a mined model is kept only if validation accuracy fell by at most this
+
+    def resolved_width(self) -> float:
+        return self.width if self.width is not None else DEFAULT_WIDTH[(self.network, self.profile)]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["width"] = self.resolved_width()
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "TrainConfig":
+        """The config a run recorded (``train_config.json`` or an export's meta); unknown keys -- settings of
+        other versions, the run's data folder -- are left out."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        if isinstance(values.get("negative_snr_db"), list):
+            values["negative_snr_db"] = tuple(values["negative_snr_db"])
+        return cls(**values)
+
+
+def feature_config_for(profile: str) -> FeatureConfig:
+    """The frontend settings of an input profile (``seed`` or ``edge``)."""
+    if profile == "edge":
+        return edge_config()
+    if profile == "seed":
+        return seed_config()
+    raise AuricleError(f"--profile must be 'seed' or 'edge', got {profile!r}")
