@@ -35,10 +35,10 @@ listen: $(VENV)/.edge-installed
 	$(BIN)/python -m edge.listen
 
 firmware: $(VENV)/.all-installed
-	$(BIN)/python tools/make_firmware.py
+	$(BIN)/python -m tools.make_firmware
 
 bench: $(VENV)/.all-installed
-	$(BIN)/python benchmarks/latency.py --bundles firmware_assets/* --out results/
+	$(BIN)/python -m benchmarks.latency --bundles firmware_assets/* --out results/
 
 pi-check: $(VENV)/.edge-installed
 	bash tools/pi_check.sh $(PI_CHECK_ARGS)

@@ -1,4 +1,4 @@
-"""benchmarks/latency.py on tiny bundles made in this session: every output file exists with sane values.
+"""``python -m benchmarks.latency`` on tiny bundles made in this session: every output file exists with sane values.
 
 Nothing here compares a time with a threshold (machines are shared and noisy, see DESIGN.md "Measuring"):
 values are checked for being present, finite and positive, percentiles for being ordered. Speed targets are
@@ -17,16 +17,13 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import tiny_bundle  # noqa: E402
+from benchmarks import latency, report
+from edge.bundle import load_bundle
+from edge.errors import AuricleError
+
+import tiny_bundle  # tests/ is on sys.path through setup.cfg's [tool:pytest] pythonpath
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-from benchmarks import latency  # noqa: E402
-from edge.bundle import load_bundle  # noqa: E402
-from edge.errors import AuricleError  # noqa: E402
 
 FILES = ("results.json", "results.csv", "results.md", "latency.png")
 
@@ -131,7 +128,8 @@ def test_benchmark_writes_every_output_with_sane_values(tmp_path, bench_edge_bun
         assert _positive(c["value"]) and isinstance(c["ok"], bool)
         c = checks[(edge_name, 2, f"{engine} / float32 (speed-up)")]
         assert _positive(c["value"]) and c["ok"] is None
-    assert not any(c["check"].startswith("keras") for c in res["checks"] if c["threads"] == 1 or c["bundle"] == seed_name)
+    assert not any(c["check"].startswith("keras") for c in res["checks"]
+                   if c["threads"] == 1 or c["bundle"] == seed_name)
     for r in rows:
         if r["bundle"] == edge_name and r["engine"].startswith("tflite") and r["threads"] == 2:
             assert _positive(r["speedup_vs_keras_fn"]) and _positive(r["speedup_vs_keras_predict"])
@@ -152,6 +150,10 @@ def test_benchmark_writes_every_output_with_sane_values(tmp_path, bench_edge_bun
     md = (out / "results.md").read_text()
     assert m["cpu"] in md and "| bundle | engine |" in md and edge_name in md and seed_name in md
     assert md.count("\n| ") >= len(rows) + 2
+    # the report is rendered from results.json alone: the same files again from the saved document
+    assert report.markdown(res) == md
+    assert report.csv_text(res["rows"]) == (out / "results.csv").read_text()
+    assert "python -m benchmarks.latency --bundles" in md
 
 
 def test_runs_without_tensorflow_librosa_or_matplotlib(tmp_path, bench_edge_bundle, keras_run):
@@ -161,9 +163,9 @@ def test_runs_without_tensorflow_librosa_or_matplotlib(tmp_path, bench_edge_bund
         import runpy, sys
         for name in ("tensorflow", "keras", "librosa", "matplotlib"):
             sys.modules[name] = None          # import fails, as where the package is not installed
-        sys.argv = ["benchmarks/latency.py", "--bundles", {str(bench_edge_bundle)!r}, "--run", {str(keras_run)!r},
+        sys.argv = ["benchmarks.latency", "--bundles", {str(bench_edge_bundle)!r}, "--run", {str(keras_run)!r},
                     "--runs", "3", "--warmup", "1", "--threads", "1", "--out", {str(out)!r}, "--quiet"]
-        runpy.run_path("benchmarks/latency.py", run_name="__main__")
+        runpy.run_module("benchmarks.latency", run_name="__main__", alter_sys=True)
     """)
     env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
@@ -189,7 +191,7 @@ def test_bad_arguments_are_one_line_errors(tmp_path, bench_edge_bundle):
     (stray / "model.keras").write_bytes(b"")
     with pytest.raises(AuricleError, match="matches none of the bundles"):
         latency.main(["--bundles", str(bench_edge_bundle), "--run", str(stray), "--out", str(tmp_path)])
-    proc = subprocess.run([sys.executable, "benchmarks/latency.py", "--bundles", str(tmp_path / "missing"),
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.latency", "--bundles", str(tmp_path / "missing"),
                            "--out", str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "does not exist" in proc.stderr
@@ -200,7 +202,8 @@ def test_keras_cold_start(keras_run, bench_edge_bundle):
     """The Keras cold-start child: a fresh process importing TensorFlow, loading model.keras, one result."""
     cold = latency.cold_keras(keras_run / "model.keras", 1, False)
     for engine in ("keras-predict", "keras-fn"):
-        assert "error" not in cold[engine], cold[engine]
-        assert _positive(cold[engine]["cold_start_s"]) and _positive(cold[engine]["peak_rss_mb"])
+        assert cold[engine].error is None, cold[engine]
+        assert _positive(cold[engine].cold_start_s) and _positive(cold[engine].peak_rss_mb)
     tfl = latency.cold_tflite(load_bundle(bench_edge_bundle).model_path("int8"), 1, False)
-    assert _positive(tfl["cold_start_s"]) and _positive(tfl["peak_rss_mb"])
+    assert tfl.error is None, tfl
+    assert _positive(tfl.cold_start_s) and _positive(tfl.peak_rss_mb)

@@ -1,4 +1,4 @@
-"""tools/pi_check.py (``make pi-check``): the edge runtime on emulated Raspberry Pi OS vs x86.
+"""``python -m tools.pi_check`` (``make pi-check``): the edge runtime on emulated Raspberry Pi OS vs x86.
 
 The fast tests need no network, no qemu and no cache: the setup errors (missing tools -> apt packages,
 exit 2; no aarch64 wheel -> package and Python version, exit 2) run against an empty tool path and a local
@@ -13,7 +13,6 @@ runs only when it is cheap or asked for:
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -25,27 +24,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import tiny_bundle  # noqa: E402
+from tools import pi_check as pc
+
+import tiny_bundle  # tests/ is on sys.path through setup.cfg's [tool:pytest] pythonpath
 
 REPO = Path(__file__).resolve().parent.parent
-SCRIPT = REPO / "tools" / "pi_check.py"
-
-
-def _load_pi_check():
-    spec = importlib.util.spec_from_file_location("pi_check", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["pi_check"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-pc = _load_pi_check()
 
 
 def _run(args, *, env_extra=None, timeout=120):
     env = dict(os.environ, **(env_extra or {}))
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, "-m", "tools.pi_check", *args], capture_output=True, text=True, env=env,
                           timeout=timeout, cwd=REPO)
 
 
@@ -201,6 +189,60 @@ def test_table_lists_every_row():
     rows = [pc.compare(CASE, _outcome(out), _outcome(out), 0.02)]
     text = pc.format_table(rows, 0.02)
     assert "events equal" in text and "max score diff" in text and "| tiny " in text and "yes" in text
+
+
+def _result(tmp_path, rows, *, venv_stamp=None, probe_problems=()):
+    pi = pc.PiSide(cache=pc.Cache(tmp_path / "cache"), cold_root=False, cold_venv=False,
+                   venv_stamp=venv_stamp or {"resolved_at": "2025-01-01T00:00:00+00:00"})
+    return pc.CheckResult(pi=pi, cpu="cortex-a72", tolerance=0.02, stream_seconds=20.0, x86_python=sys.executable,
+                          probe={"versions": {"numpy": "2.0"}}, probe_problems=list(probe_problems), rows=rows,
+                          phases={"probe_s": 1.0, "runs_s": 2.0}, seconds=3.0)
+
+
+def test_report_steps_print_and_write_the_comparison(tmp_path, capsys):
+    out = _listen_output(EVENTS, WINDOWS)
+    same = pc.compare(CASE, _outcome(out), _outcome(out), 0.02)
+    res = _result(tmp_path, [same], venv_stamp={"built_from_source": ["somepkg"]})
+    problems = pc.report_problems(res)
+    assert problems == ["pip on aarch64 built from source (no wheel): somepkg"]
+    pc.print_results(res, problems)
+    pc.write_report(res, problems, {"numpy": "2.0"}, tmp_path / "extra" / "report.json")
+    text = capsys.readouterr().out
+    assert "| tiny " in text and "FAIL probe: pip on aarch64 built from source (no wheel): somepkg" in text
+    assert "probe 1 s, runs 2 s" in text
+    saved = json.loads((tmp_path / "cache" / "last-report.json").read_text())
+    assert saved["probe_problems"] == problems and saved["rows"][0]["name"] == "tiny"
+    assert (tmp_path / "extra" / "report.json").read_text() == (tmp_path / "cache" / "last-report.json").read_text()
+
+    clean = _result(tmp_path, [same])
+    assert clean.ok and pc.report_problems(clean) == []
+    pc.print_results(clean, [])
+    assert "pi-check passed (warm cache" in capsys.readouterr().out
+
+    differ = pc.compare(CASE, _outcome(_listen_output([], WINDOWS)), _outcome(out), 0.02)
+    failed = _result(tmp_path, [same, differ])
+    assert not failed.ok and _result(tmp_path, [same], probe_problems=["python is 3.12"]).ok is False
+    pc.print_results(failed, pc.report_problems(failed))
+    assert "pi-check FAILED" in capsys.readouterr().out
+
+
+def test_inputs_are_checked_before_anything_is_built(tmp_path):
+    b = tmp_path / "b"
+    b.mkdir()
+    (b / "manifest.json").write_text(json.dumps({"labels": ["yes"], "models": {"int8": {}}}))
+    args = pc.build_parser().parse_args(["--bundles", str(b), "--stream", str(tmp_path / "missing.wav")])
+    with pytest.raises(pc.PiCheckError, match="demo stream .*missing.wav not found"):
+        pc.resolve_inputs(args, sys.executable)
+    (tmp_path / "s.wav").write_bytes(b"RIFF")
+    args = pc.build_parser().parse_args(["--bundles", str(b), "--stream", str(tmp_path / "s.wav")])
+    inputs = pc.resolve_inputs(args, sys.executable)
+    assert inputs.bundles == (b.resolve(),) and inputs.stream == (tmp_path / "s.wav").resolve()
+    with pytest.raises(pc.PiCheckError, match="x86 python"):
+        pc.resolve_inputs(args, str(tmp_path / "no-python"))
+    (tmp_path / "nob").mkdir()
+    args = pc.build_parser().parse_args(["--bundles", str(tmp_path / "nob")])
+    with pytest.raises(pc.PiCheckError, match="is not a model bundle"):
+        pc.resolve_inputs(args, sys.executable)
 
 
 # -- helpers -------------------------------------------------------------------------------------------

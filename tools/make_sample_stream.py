@@ -5,20 +5,18 @@ Every clip comes from the Speech Commands v0.02 test set and from a speaker in t
 draw -- never by what a model says about them. Between words: silence plus a continuous bed of background
 noise cut from test-split ``_silence_`` clips, 20 dB below the speech.
 
-    python tools/make_sample_stream.py --data ../shared/data/speech_commands_v0.02_test --out samples/
+    python -m tools.make_sample_stream --data ../shared/data/speech_commands_v0.02_test --out samples/
 """
 from __future__ import annotations
 
 import argparse
 import csv
-import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from edge.errors import AuricleError, run_cli  # noqa: E402
+from edge.errors import AuricleError, run_cli
+from edge.fileio import atomic_writer
 
 KEYWORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 SR = 16000
@@ -72,8 +70,9 @@ def build(*, data: Path, out: Path, seed: int = 7, duration: float = 20.0, split
         stream *= 0.99 / peak
     out.mkdir(parents=True, exist_ok=True)
     wav, truth = out / f"{name}.wav", out / f"{name}.csv"
-    sf.write(wav, stream, SR, subtype="PCM_16")
-    with open(truth, "w", newline="") as fh:
+    with atomic_writer(wav, binary=True) as fh:
+        sf.write(fh, stream, SR, subtype="PCM_16", format="WAV")
+    with atomic_writer(truth) as fh:
         w = csv.DictWriter(fh, fieldnames=["start", "end", "label", "source"])
         w.writeheader()
         w.writerows(rows)

@@ -45,7 +45,8 @@ How the emulation is wired, and why:
   library that is then loaded is the root's arm64 one (the probe prints its path). The host needs
   libportaudio2 anyway, for the x86 side.
 
-Only the standard library is used here. Before the slow emulated pip runs, the host's pip (of
+Only the standard library (and ``edge.fileio``, which needs nothing else) is used here, so any python3 can
+run it from the checkout: ``python3 -m tools.pi_check``. Before the slow emulated pip runs, the host's pip (of
 ``--x86-python``) resolves the same requirements for bookworm's aarch64 tags in a few seconds, so a missing
 wheel is reported at once, naming the package and the Python version (``--resolve-only`` does just that).
 """
@@ -58,7 +59,6 @@ import contextlib
 import dataclasses
 import datetime
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -70,6 +70,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
+
+from edge.fileio import sha256_bytes, write_text_atomic
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -392,13 +394,10 @@ def root_ready(cache: Cache) -> bool:
 
 
 def venv_key(cache: Cache, requirements: Sequence[str]) -> str:
-    h = hashlib.sha256()
     stamp = _read_json(cache.root_stamp) or {}
-    for part in (str(VENV_FORMAT), stamp.get("built", ""), json.dumps(list(requirements)),
-                 (REPO / "setup.cfg").read_text(encoding="utf-8"),
-                 (REPO / "pyproject.toml").read_text(encoding="utf-8")):
-        h.update(part.encode() + b"\0")
-    return h.hexdigest()
+    parts = (str(VENV_FORMAT), stamp.get("built", ""), json.dumps(list(requirements)),
+             (REPO / "setup.cfg").read_text(encoding="utf-8"), (REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    return sha256_bytes(b"".join(part.encode() + b"\0" for part in parts))
 
 
 def venv_ready(cache: Cache, requirements: Sequence[str]) -> bool:
@@ -468,7 +467,7 @@ def build_root(cache: Cache, *, mirror: str) -> None:
     os.replace(partial, cache.root)
     stamp = dict(root_wanted(), mirror=mirror, built=datetime.datetime.now(datetime.timezone.utc).isoformat(
         timespec="seconds"), packages=packages)
-    cache.root_stamp.write_text(json.dumps(stamp, indent=1) + "\n", encoding="utf-8")
+    write_text_atomic(cache.root_stamp, json.dumps(stamp, indent=1) + "\n")
 
 
 # -- emulated python -----------------------------------------------------------------------------------
@@ -482,14 +481,10 @@ exec {qemu} -0 {argv0} {root}/usr/bin/python{pyver} "$@"
 
 
 def write_wrapper(path: Path, *, root: Path, qemu: str, argv0: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(WRAPPER.format(root=shlex.quote(str(root)), qemu=shlex.quote(qemu), argv0=argv0,
-                                  pyver=PI_PYTHON), encoding="utf-8")
-    tmp.chmod(0o755)
-    if path.is_symlink() or path.exists():
-        path.unlink()
-    os.replace(tmp, path)
+    # the rename replaces a venv's bin/python symlink itself, not what it points at
+    write_text_atomic(path, WRAPPER.format(root=shlex.quote(str(root)), qemu=shlex.quote(qemu), argv0=argv0,
+                                           pyver=PI_PYTHON))
+    path.chmod(0o755)
 
 
 def write_wrappers(cache: Cache, qemu: str) -> None:
@@ -511,7 +506,7 @@ def write_cpuinfo(cache: Cache, cpu: str) -> None:
     except OSError:
         possible = f"0-{max(0, (os.cpu_count() or 1) - 1)}"
     (cache.root / "proc").mkdir(exist_ok=True)
-    (cache.root / "proc/cpuinfo").write_text(cpuinfo_text(cpu, possible), encoding="utf-8")
+    write_text_atomic(cache.root / "proc/cpuinfo", cpuinfo_text(cpu, possible))
 
 
 def guest_env(cache: Cache, cpu: str, *, pip: bool = False) -> dict[str, str]:
@@ -588,7 +583,7 @@ def build_venv(cache: Cache, requirements: Sequence[str], *, cpu: str, expected:
              "resolved_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
              "host_pip_expected": expected,
              "built_from_source": [n for n in built_from_source if canonical(n) != "auricle"]}
-    cache.venv_stamp.write_text(json.dumps(stamp, indent=1) + "\n", encoding="utf-8")
+    write_text_atomic(cache.venv_stamp, json.dumps(stamp, indent=1) + "\n")
     return stamp
 
 
@@ -606,10 +601,10 @@ def version(n):
 out["versions"] = {n: version(n) for n in names + ["cffi", "auricle"]}
 forbidden = %(forbidden)r
 out["forbidden_importable"] = [n for n in forbidden if importlib.util.find_spec(n) is not None]
-import edge, edge.listen, edge.demo, edge.runtime, edge.audio, edge.bundle, edge.features
+import edge, edge.listen, edge.demo, edge.interpreter, edge.microphone, edge.detector, edge.bundle, edge.features
 out["edge_file"] = edge.__file__
-_, _, out["backend"] = edge.runtime.import_backend()
-sd = edge.audio.import_sounddevice()
+_, _, out["backend"] = edge.interpreter.import_backend()
+sd = edge.microphone.import_sounddevice()
 out["portaudio"] = sd.get_portaudio_version()[1]
 import soundfile
 out["libsndfile"] = soundfile.__libsndfile_version__
@@ -660,7 +655,7 @@ def probe_problems(p: dict[str, Any], cache: Cache) -> list[str]:
 
 
 # -- the runs ------------------------------------------------------------------------------------------
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Case:
     name: str                 # row label: bundle name, or "list-devices"
     what: str                 # "devices", "stream" or "clip"
@@ -668,7 +663,7 @@ class Case:
     input: str = ""
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class Outcome:
     rc: int
     stdout: str
@@ -844,7 +839,7 @@ def format_table(rows: Sequence[dict[str, Any]], tolerance: float) -> str:
     return "\n".join(lines)
 
 
-# -- main ----------------------------------------------------------------------------------------------
+# -- command line --------------------------------------------------------------------------------------
 @contextlib.contextmanager
 def locked(cache: Cache) -> Iterator[None]:
     cache.path.mkdir(parents=True, exist_ok=True)
@@ -859,7 +854,7 @@ def locked(cache: Cache) -> Iterator[None]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="tools/pi_check.py",
+        prog="python -m tools.pi_check",
         description="Run the edge runtime on emulated Raspberry Pi OS (bookworm, aarch64, Python 3.11) under "
                     "qemu-user and compare its events and scores with x86.",
         epilog="Exit 0: all equal within tolerance; 1: a difference (table above says which); 2: setup problem.")
@@ -907,127 +902,194 @@ def x86_python(arg: str | None) -> str:
     return str(venv) if venv.exists() else sys.executable
 
 
-def print_versions(title: str, versions: dict[str, str | None]) -> None:
-    print(f"{title}: " + ", ".join(f"{n} {versions.get(n) or 'MISSING'}" for n in EDGE_PACKAGES), flush=True)
+# -- the steps of a check ----------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Inputs:
+    """What both sides run on: the bundles (one clip each), the stream's bundle, the stream and the clips."""
+    bundles: tuple[Path, ...]
+    default_bundle: Path
+    stream: Path
+    clips: Path
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    py86 = x86_python(args.x86_python)
-    requirements = list(args.requirements) if args.requirements else edge_requirements()
+@dataclasses.dataclass(frozen=True)
+class PiSide:
+    """The emulated Pi, ready to run: its cache, whether root/venv were built this time, what pip installed."""
+    cache: Cache
+    cold_root: bool
+    cold_venv: bool
+    venv_stamp: dict[str, Any]
 
-    if args.resolve_only:
-        say(f"resolving {' '.join(requirements)} for aarch64 / CPython {PI_PYTHON} / glibc "
-            f"{PI_GLIBC[0]}.{PI_GLIBC[1]} (host pip, wheels only)")
-        resolved = resolve_aarch64_wheels(requirements, python=py86, wheel_index=args.wheel_index)
-        for name, info in sorted(resolved.items()):
-            print(f"{name} {info['version']}  ({info['file']})")
-        return 0
 
+@dataclasses.dataclass(frozen=True)
+class CheckResult:
+    """Everything the report prints and writes."""
+    pi: PiSide
+    cpu: str
+    tolerance: float
+    stream_seconds: float
+    x86_python: str
+    probe: dict[str, Any]
+    probe_problems: list[str]
+    rows: list[dict[str, Any]]
+    phases: dict[str, float]
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return not self.probe_problems and all(r["ok"] for r in self.rows)
+
+
+def resolve_only(requirements: Sequence[str], python: str, wheel_index: str | None) -> int:
+    """``--resolve-only``: print the aarch64 wheels the host pip picks for a Pi."""
+    say(f"resolving {' '.join(requirements)} for aarch64 / CPython {PI_PYTHON} / glibc "
+        f"{PI_GLIBC[0]}.{PI_GLIBC[1]} (host pip, wheels only)")
+    resolved = resolve_aarch64_wheels(requirements, python=python, wheel_index=wheel_index)
+    for name, info in sorted(resolved.items()):
+        print(f"{name} {info['version']}  ({info['file']})")
+    return 0
+
+
+def check_host(cache: Cache) -> bool:
+    """The host tools this run needs (debootstrap only for a cold root) and PortAudio; True: the root is cold."""
+    cold_root = not root_ready(cache)
+    check_tools(building_root=cold_root)
+    if not host_has_portaudio():
+        raise PiCheckError("PortAudio is not installed on this machine (x86 --list-devices needs it, and "
+                           "the emulated sounddevice finds its soname through the host's ldconfig); install: "
+                           "sudo apt-get install libportaudio2")
+    return cold_root
+
+
+def resolve_inputs(args: argparse.Namespace, py86: str) -> Inputs:
+    """The bundles, stream and clips of the command line (each checked), and the x86 python."""
+    bundles = tuple(b.resolve() for b in (args.bundles or default_bundles()))
+    if not bundles:
+        raise PiCheckError(f"no bundles in {REPO / 'firmware_assets'}/*/ (none shipped yet?); "
+                           "pass --bundles DIR...")
+    for b in bundles:
+        read_bundle(b)
+    default_bundle = args.default_bundle or (Path(os.environ["AURICLE_BUNDLE"]) if os.environ.get(
+        "AURICLE_BUNDLE") else None)
+    if default_bundle is None:
+        shipped = REPO / "firmware_assets" / DEFAULT_BUNDLE_NAME
+        default_bundle = shipped if (shipped / "manifest.json").is_file() else bundles[0]
+    default_bundle = default_bundle.resolve()
+    read_bundle(default_bundle)
+    stream = args.stream.resolve()
+    if not stream.is_file():
+        raise PiCheckError(f"demo stream {stream} not found; pass --stream WAV")
+    if not Path(py86).exists():
+        raise PiCheckError(f"x86 python {py86} not found; `make pi-check` creates .venv, or pass --x86-python")
+    return Inputs(bundles, default_bundle, stream, args.clips.resolve())
+
+
+def prepare_pi(cache: Cache, args: argparse.Namespace, requirements: Sequence[str], py86: str, *, cold_root: bool,
+               phases: dict[str, float]) -> PiSide:
+    """The arm64 root (built once), the wrappers, cpuinfo and sources, and the Pi venv (rebuilt when stale)."""
+    qemu = find_tool("qemu-aarch64-static")
+    assert qemu is not None          # check_host made sure
+    t = time.monotonic()
+    if cold_root:
+        build_root(cache, mirror=args.mirror or apt_mirror())
+        phases["root_s"] = time.monotonic() - t
+    for d in (cache.home, cache.tmp, cache.logs):
+        d.mkdir(parents=True, exist_ok=True)
+    write_cpuinfo(cache, args.cpu)
+    sync_src(cache)
+    write_wrappers(cache, qemu)
+    cold_venv = args.refresh or not venv_ready(cache, requirements)
+    if cold_venv:
+        t = time.monotonic()
+        say(f"pre-resolving the aarch64 wheels with the host pip ({', '.join(requirements)})")
+        expected = resolve_aarch64_wheels(requirements, python=py86)
+        print_versions("host pip expects for aarch64 cp311",
+                       {n: expected.get(canonical(n), {}).get("version") for n in EDGE_PACKAGES})
+        build_venv(cache, requirements, cpu=args.cpu, expected=expected)
+        phases["venv_s"] = time.monotonic() - t
+    return PiSide(cache, cold_root, cold_venv, _read_json(cache.venv_stamp) or {})
+
+
+def run_cases(cases: Sequence[Case], *, py86: str, cache: Cache, cpu: str, timeout: int
+              ) -> tuple[list[Outcome], list[Outcome]]:
+    """Every case on x86 (one at a time), then under qemu (in parallel, the long stream run first)."""
+    say(f"x86: {len(cases)} runs with {py86}")
+    x86 = [run_one(py86, c, env=x86_env(), cwd=REPO, timeout=timeout) for c in cases]
+    say(f"aarch64: {len(cases)} runs under qemu (the stream run is the long one)")
+    gpy = str(cache.venv / "bin/python")
+    workers = max(1, min(len(cases), os.cpu_count() or 1))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        order = sorted(range(len(cases)), key=lambda i: cases[i].what != "stream")   # longest first
+        futs = {i: pool.submit(run_one, gpy, cases[i], env=guest_env(cache, cpu), cwd=cache.src, timeout=timeout)
+                for i in order}
+        aarch64 = [futs[i].result() for i in range(len(cases))]
+    return aarch64, x86
+
+
+def check(args: argparse.Namespace, requirements: Sequence[str], py86: str) -> CheckResult:
+    """Prepare the emulated Pi, run every case on both sides and compare them (under the cache's lock)."""
     cache = Cache((args.cache or default_cache()).expanduser().resolve())
     t_start = time.monotonic()
+    phases: dict[str, float] = {}
     with locked(cache):
-        cold_root = not root_ready(cache)
-        check_tools(building_root=cold_root)
-        if not host_has_portaudio():
-            raise PiCheckError("PortAudio is not installed on this machine (x86 --list-devices needs it, and "
-                               "the emulated sounddevice finds its soname through the host's ldconfig); install: "
-                               "sudo apt-get install libportaudio2")
-        # inputs
-        bundles = [b.resolve() for b in (args.bundles or default_bundles())]
-        if not bundles:
-            raise PiCheckError(f"no bundles in {REPO / 'firmware_assets'}/*/ (none shipped yet?); "
-                               "pass --bundles DIR...")
-        for b in bundles:
-            read_bundle(b)
-        default_bundle = args.default_bundle or (Path(os.environ["AURICLE_BUNDLE"]) if os.environ.get(
-            "AURICLE_BUNDLE") else None)
-        if default_bundle is None:
-            shipped = REPO / "firmware_assets" / DEFAULT_BUNDLE_NAME
-            default_bundle = shipped if (shipped / "manifest.json").is_file() else bundles[0]
-        default_bundle = default_bundle.resolve()
-        read_bundle(default_bundle)
-        stream = args.stream.resolve()
-        if not stream.is_file():
-            raise PiCheckError(f"demo stream {stream} not found; pass --stream WAV")
-        clips = args.clips.resolve()
-        if not Path(py86).exists():
-            raise PiCheckError(f"x86 python {py86} not found; `make pi-check` creates .venv, or pass --x86-python")
-
-        qemu = find_tool("qemu-aarch64-static")
-        assert qemu is not None
-        phases: dict[str, float] = {}
-        t = time.monotonic()
-        if cold_root:
-            mirror = args.mirror or apt_mirror()
-            build_root(cache, mirror=mirror)
-            phases["root_s"] = time.monotonic() - t
-        for d in (cache.home, cache.tmp, cache.logs):
-            d.mkdir(parents=True, exist_ok=True)
-        write_cpuinfo(cache, args.cpu)
-        sync_src(cache)
-        write_wrappers(cache, qemu)
-
-        cold_venv = args.refresh or not venv_ready(cache, requirements)
-        expected: dict[str, dict[str, str]] = {}
-        if cold_venv:
-            t = time.monotonic()
-            say(f"pre-resolving the aarch64 wheels with the host pip ({', '.join(requirements)})")
-            expected = resolve_aarch64_wheels(requirements, python=py86)
-            print_versions("host pip expects for aarch64 cp311",
-                           {n: expected.get(canonical(n), {}).get("version") for n in EDGE_PACKAGES})
-            build_venv(cache, requirements, cpu=args.cpu, expected=expected)
-            phases["venv_s"] = time.monotonic() - t
-        venv_stamp = _read_json(cache.venv_stamp) or {}
-
+        cold_root = check_host(cache)
+        inputs = resolve_inputs(args, py86)
+        pi = prepare_pi(cache, args, requirements, py86, cold_root=cold_root, phases=phases)
         t = time.monotonic()
         say(f"probing the emulated venv (qemu -cpu {args.cpu} = {CPU_MODELS[args.cpu]['pi']})")
         info = probe(cache, args.cpu)
         phases["probe_s"] = time.monotonic() - t
-        problems = probe_problems(info, cache)
-
-        cases = plan_cases(bundles=bundles, default_bundle=default_bundle, stream=stream, clips=clips,
-                           stream_seconds=args.stream_seconds or None)
+        cases = plan_cases(bundles=inputs.bundles, default_bundle=inputs.default_bundle, stream=inputs.stream,
+                           clips=inputs.clips, stream_seconds=args.stream_seconds or None)
         t = time.monotonic()
-        say(f"x86: {len(cases)} runs with {py86}")
-        x86_out = {i: run_one(py86, c, env=x86_env(), cwd=REPO, timeout=args.timeout) for i, c in enumerate(cases)}
-        say(f"aarch64: {len(cases)} runs under qemu (the stream run is the long one)")
-        gpy = str(cache.venv / "bin/python")
-        workers = max(1, min(len(cases), os.cpu_count() or 1))
-        with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-            order = sorted(range(len(cases)), key=lambda i: cases[i].what != "stream")   # longest first
-            futs = {i: pool.submit(run_one, gpy, cases[i], env=guest_env(cache, args.cpu), cwd=cache.src,
-                                   timeout=args.timeout) for i in order}
-            a_out = {i: f.result() for i, f in futs.items()}
+        aarch64, x86 = run_cases(cases, py86=py86, cache=cache, cpu=args.cpu, timeout=args.timeout)
         phases["runs_s"] = time.monotonic() - t
-        rows = [compare(c, a_out[i], x86_out[i], args.tolerance) for i, c in enumerate(cases)]
+        rows = [compare(c, a, x, args.tolerance) for c, a, x in zip(cases, aarch64, x86)]
+    return CheckResult(pi=pi, cpu=args.cpu, tolerance=args.tolerance, stream_seconds=args.stream_seconds,
+                       x86_python=py86, probe=info, probe_problems=probe_problems(info, cache), rows=rows,
+                       phases=phases, seconds=time.monotonic() - t_start)
 
-    total = time.monotonic() - t_start
-    ok = not problems and all(r["ok"] for r in rows)
+
+# -- the report ----------------------------------------------------------------------------------------
+def print_versions(title: str, versions: dict[str, str | None]) -> None:
+    print(f"{title}: " + ", ".join(f"{n} {versions.get(n) or 'MISSING'}" for n in EDGE_PACKAGES), flush=True)
+
+
+def print_setup(res: CheckResult, x86_versions: dict[str, str | None]) -> None:
+    """What ran on each side: the emulated OS and CPU, and the package versions pip picked on both."""
+    info, stamp = res.probe, res.pi.venv_stamp
     versions = info.get("versions", {})
+    qemu = find_tool("qemu-aarch64-static") or "qemu-aarch64-static"
     print()
-    print(f"pi-check: Raspberry Pi OS {SUITE} arm64 under {qemu_version(qemu)} -cpu {args.cpu} "
-          f"({CPU_MODELS[args.cpu]['pi']}); Python {info.get('python')}, {info.get('libc')}; PortAudio "
+    print(f"pi-check: Raspberry Pi OS {SUITE} arm64 under {qemu_version(qemu)} -cpu {res.cpu} "
+          f"({CPU_MODELS[res.cpu]['pi']}); Python {info.get('python')}, {info.get('libc')}; PortAudio "
           f"{info.get('portaudio', '?').split(',')[0]}; libsndfile {info.get('libsndfile')}")
-    print_versions(f"pip on aarch64 resolved (cp311, {venv_stamp.get('resolved_at', '?')})", versions)
-    x86_versions = x86_versions_of(py86)
+    print_versions(f"pip on aarch64 resolved (cp311, {stamp.get('resolved_at', '?')})", versions)
     print_versions("x86 venv has", x86_versions)
-    exp = venv_stamp.get("host_pip_expected") or {}
+    exp = stamp.get("host_pip_expected") or {}
     differs = [n for n in EDGE_PACKAGES if exp.get(canonical(n), {}).get("version") not in (None, versions.get(n))]
     if differs:
         print(f"note: the host pip's --platform resolution differs for {', '.join(differs)} "
               f"({', '.join(exp[canonical(n)]['version'] for n in differs)})")
-    if venv_stamp.get("built_from_source"):
-        problems.append("pip on aarch64 built from source (no wheel): "
-                        + ", ".join(venv_stamp["built_from_source"]))
-    dev = next((r for r in rows if r["what"] == "devices"), None)
+    dev = next((r for r in res.rows if r["what"] == "devices"), None)
     if dev is not None and "aarch64_output" in dev:
         print(f"--list-devices: aarch64 loaded {info.get('portaudio_lib')}; "
               f"{'same output as x86' if dev['same_output'] else 'output differs from x86 (host devices)'}: "
               f"{one_line(dev['aarch64_output'], 160)}")
+
+
+def report_problems(res: CheckResult) -> list[str]:
+    """The probe's problems, and (reported, though it does not fail the check) packages pip built from source."""
+    built = res.pi.venv_stamp.get("built_from_source")
+    return res.probe_problems + (["pip on aarch64 built from source (no wheel): " + ", ".join(built)]
+                                 if built else [])
+
+
+def print_results(res: CheckResult, problems: Sequence[str]) -> None:
+    """The comparison table, every difference, and the verdict line."""
     print()
-    print(format_table(rows, args.tolerance))
-    for r in rows:
+    print(format_table(res.rows, res.tolerance))
+    for r in res.rows:
         w = r.get("worst")
         if w and r.get("max_score_diff"):
             print(f"largest difference, {r['name']} {r['what']}: {w['label']!r} at {w['time']} s, "
@@ -1036,20 +1098,41 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"FAIL {r['name']} ({r['what']}): {prob}")
     for prob in problems:
         print(f"FAIL probe: {prob}")
-    state = "cold" if (cold_root or cold_venv) else "warm"
-    print(f"\npi-check {'passed' if ok else 'FAILED'} ({state} cache {cache.path}): {total:.0f} s total"
-          + "".join(f", {k[:-2]} {v:.0f} s" for k, v in phases.items()))
-    report = {"ok": ok, "cache": str(cache.path), "state": state, "seconds": round(total, 1),
-              "phases": {k: round(v, 1) for k, v in phases.items()}, "cpu": args.cpu, "tolerance": args.tolerance,
-              "probe": info, "probe_problems": problems, "aarch64_versions": versions,
-              "x86_versions": x86_versions, "venv": venv_stamp, "root": _read_json(cache.root_stamp),
-              "rows": rows, "stream_seconds": args.stream_seconds}
+    state = "cold" if (res.pi.cold_root or res.pi.cold_venv) else "warm"
+    print(f"\npi-check {'passed' if res.ok else 'FAILED'} ({state} cache {res.pi.cache.path}): {res.seconds:.0f} s "
+          "total" + "".join(f", {k[:-2]} {v:.0f} s" for k, v in res.phases.items()))
+
+
+def write_report(res: CheckResult, problems: Sequence[str], x86_versions: dict[str, str | None],
+                 extra: Path | None) -> None:
+    """last-report.json in the cache (and ``--report``): the whole comparison."""
+    cache = res.pi.cache
+    report = {"ok": res.ok, "cache": str(cache.path),
+              "state": "cold" if (res.pi.cold_root or res.pi.cold_venv) else "warm", "seconds": round(res.seconds, 1),
+              "phases": {k: round(v, 1) for k, v in res.phases.items()}, "cpu": res.cpu, "tolerance": res.tolerance,
+              "probe": res.probe, "probe_problems": list(problems), "aarch64_versions": res.probe.get("versions", {}),
+              "x86_versions": x86_versions, "venv": res.pi.venv_stamp, "root": _read_json(cache.root_stamp),
+              "rows": res.rows, "stream_seconds": res.stream_seconds}
     text = json.dumps(report, indent=1, default=str) + "\n"
-    (cache.path / "last-report.json").write_text(text, encoding="utf-8")
-    if args.report:
-        args.report.parent.mkdir(parents=True, exist_ok=True)
-        args.report.write_text(text, encoding="utf-8")
-    return 0 if ok else EXIT_MISMATCH
+    write_text_atomic(cache.path / "last-report.json", text)
+    if extra:
+        write_text_atomic(extra, text)
+
+
+# -- main ----------------------------------------------------------------------------------------------
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    py86 = x86_python(args.x86_python)
+    requirements = list(args.requirements) if args.requirements else edge_requirements()
+    if args.resolve_only:
+        return resolve_only(requirements, py86, args.wheel_index)
+    res = check(args, requirements, py86)
+    x86_versions = x86_versions_of(py86)
+    problems = report_problems(res)
+    print_setup(res, x86_versions)
+    print_results(res, problems)
+    write_report(res, problems, x86_versions, args.report)
+    return 0 if res.ok else EXIT_MISMATCH
 
 
 def qemu_version(qemu: str) -> str:

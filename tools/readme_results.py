@@ -1,8 +1,8 @@
 """Render the README's results block from the shipped bundles' manifests and reports (never typed by hand).
 
-    python tools/readme_results.py            # print the block
-    python tools/readme_results.py --write    # replace the block between the RESULTS markers in README.md
-    python tools/readme_results.py --check    # exit 1 if README.md's block differs (the test suite runs this)
+    python -m tools.readme_results            # print the block
+    python -m tools.readme_results --write    # replace the block between the RESULTS markers in README.md
+    python -m tools.readme_results --check    # exit 1 if README.md's block differs (the test suite runs this)
 """
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import json
 import sys
 from pathlib import Path
 
+from edge.fileio import write_text_atomic
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
 
 BEGIN, END = "<!-- RESULTS:BEGIN (tools/readme_results.py) -->", "<!-- RESULTS:END -->"
 ORDER = ("kws_mobilenet_edge", "kws_resnet18_edge", "kws_mobilenet_seed", "kws_resnet18_seed")
@@ -84,12 +85,12 @@ def main(argv=None) -> int:
     current = BEGIN + rest.split(END, 1)[0] + END
     if a.check:
         if current != block:
-            print("README.md results differ from the bundles: run python tools/readme_results.py --write",
+            print("README.md results differ from the bundles: run python -m tools.readme_results --write",
                   file=sys.stderr)
             return 1
         return 0
     if a.write:
-        readme.write_text(head + block + rest.split(END, 1)[1])
+        write_text_atomic(readme, head + block + rest.split(END, 1)[1])
         return 0
     print(block)
     return 0
