@@ -18,6 +18,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
+import threading
 from typing import Any, Mapping
 
 import numpy as np
@@ -176,73 +178,200 @@ def mel_filterbank(*, sample_rate: int, n_fft: int, n_mels: int, fmin: float, fm
     return out
 
 
-@functools.lru_cache(maxsize=16)
-def _window(n_fft: int, win_length: int) -> np.ndarray:
-    """Periodic Hann of win_length, zero-padded to n_fft and centred (as librosa pads it)."""
+# -- the compute plan: everything one frontend setting needs, built once -----------------------------------
+# Work goes in blocks of frames through preallocated scratch buffers. No large temporary is allocated per call:
+# glibc serves an array of a few hundred KiB with a fresh mmap, whose page faults can cost more than the FFT
+# itself. Blocks also bound the working set (128 frames of 512: ~1.3 MB of buffers).
+_BLOCK_BYTES = 1 << 19         # windowed frames per block, offline (512 KiB: 128 frames of 512)
+_STREAM_BLOCK_BYTES = 1 << 17  # per stream (128 KiB): pushes are small; a larger one takes several blocks
+_GROUP_CALL_MACS = 1024        # multiply-adds per frame one more filterbank group must save to be worth its call
+_MAX_THREAD_SPACES = 4         # offline scratch sets kept per thread (one per frontend setting in use)
+_RFFT_HAS_OUT = np.lib.NumpyVersion(np.__version__) >= "2.0.0"
+
+
+def _hann(win_length: int) -> np.ndarray:
+    """Periodic Hann of ``win_length`` (librosa centres it in ``n_fft``; the plan keeps that offset)."""
     n = np.arange(win_length)
-    hann = 0.5 - 0.5 * np.cos(2.0 * np.pi * n / win_length)
-    out = np.zeros(n_fft)
-    start = (n_fft - win_length) // 2
-    out[start:start + win_length] = hann
+    out = 0.5 - 0.5 * np.cos(2.0 * np.pi * n / win_length)
     out.setflags(write=False)
     return out
 
 
-class _Frontend:
-    """Cached per-config arrays; turns framed audio (k, n_fft) into log-mel (k, n_mels)."""
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Group:
+    """Adjacent mel bands ``[m0, m1)`` whose nonzero weights all lie in power bins ``[b0, b1)``."""
 
-    def __init__(self, config: FeatureConfig) -> None:
-        self.window = _window(config.n_fft, config.win_length)
-        self.mel = mel_filterbank(sample_rate=config.sample_rate, n_fft=config.n_fft, n_mels=config.n_mels,
-                                  fmin=float(config.fmin), fmax=float(config.fmax))
-        self.power = float(config.power)
-        self.amin = float(config.amin)
-        self.db_offset = 10.0 * np.log10(max(self.amin, float(config.ref_power)))
+    m0: int
+    m1: int
+    b0: int
+    b1: int
+    weights: np.ndarray  # (m1 - m0, b1 - b0) float64, C-contiguous: bands x bins, as np.matmul takes it
 
-    def __call__(self, frames: np.ndarray) -> np.ndarray:
-        # FFT and mel projection in float64 (parity with librosa to ~1e-5 dB); |X|^2 straight from the
-        # real/imaginary parts (no sqrt); the log in float32, which is twice as fast and exact to ~1e-6 dB
-        z = np.fft.rfft(frames * self.window, axis=-1)
-        if self.power == 2.0:
-            spec = z.real * z.real
-            spec += z.imag * z.imag
-        else:
-            spec = np.abs(z)
-            if self.power != 1.0:
-                spec **= self.power
-        mel = (spec @ self.mel).astype(np.float32)
-        np.maximum(mel, np.float32(self.amin), out=mel)
-        np.log10(mel, out=mel)
-        mel *= np.float32(10.0)
-        if self.db_offset:
-            mel -= np.float32(self.db_offset)
-        return mel
+
+def _band_ranges(mel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """First and one-past-last nonzero bin of each band of a (bins, mels) filterbank (an empty band: n, 0)."""
+    nz = mel != 0
+    has = nz.any(axis=0)
+    lo = np.where(has, nz.argmax(axis=0), mel.shape[0])
+    hi = np.where(has, mel.shape[0] - nz[::-1].argmax(axis=0), 0)
+    return lo, hi
+
+
+def _split_bands(lo: np.ndarray, hi: np.ndarray) -> list[tuple[int, int]]:
+    """Runs of adjacent bands minimising sum(bands x bins spanned) + a fixed cost per run (dynamic programming).
+
+    A band touches a few bins only, so one dense product over all bins multiplies mostly zeros. Runs have at
+    least two bands (one would turn np.matmul into a matrix-vector product, which orders its sums differently).
+    """
+    n = lo.size
+    if n < 4:
+        return [(0, n)]
+    best = [0.0] + [math.inf] * n
+    start = [0] * (n + 1)
+    for j in range(2, n + 1):
+        b0, b1 = int(lo[j - 1]), int(hi[j - 1])
+        for i in range(j - 2, -1, -1):
+            b0, b1 = min(b0, int(lo[i])), max(b1, int(hi[i]))
+            cost = best[i] + (j - i) * max(0, b1 - b0) + _GROUP_CALL_MACS
+            if cost < best[j]:
+                best[j], start[j] = cost, i
+    runs, j = [], n
+    while j > 0:
+        runs.append((start[j], j))
+        j = start[j]
+    return runs[::-1]
+
+
+def _groups(mel: np.ndarray) -> tuple[_Group, ...]:
+    lo, hi = _band_ranges(mel)
+    out = []
+    for m0, m1 in _split_bands(lo, hi):
+        b1 = int(hi[m0:m1].max())
+        b0 = min(int(lo[m0:m1].min()), b1)  # a run of empty bands spans no bins (its product is zeros)
+        weights = np.ascontiguousarray(mel[b0:b1, m0:m1].T)
+        weights.setflags(write=False)
+        out.append(_Group(m0, m1, b0, b1, weights))
+    return tuple(out)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Plan:
+    """Read-only arrays and sizes of one frontend setting (shared by every stream and thread)."""
+
+    n_fft: int
+    hop: int
+    n_mels: int
+    lead: int                 # offset of the window inside a frame
+    window: np.ndarray        # (win_length,) float64
+    groups: tuple[_Group, ...]
+    power: float
+    amin: float
+    db_offset: float
+
+    def frames_in(self, n_samples: int) -> int:
+        return 0 if n_samples < self.n_fft else 1 + (n_samples - self.n_fft) // self.hop
+
+    def block_frames(self, budget_bytes: int) -> int:
+        return max(2, budget_bytes // (8 * self.n_fft))
 
 
 @functools.lru_cache(maxsize=16)
-def _frontend(config_key: tuple) -> _Frontend:
-    return _Frontend(FeatureConfig(**dict(config_key)))
+def _plan_from_key(key: tuple) -> _Plan:
+    config = FeatureConfig(**dict(key))
+    mel = mel_filterbank(sample_rate=config.sample_rate, n_fft=config.n_fft, n_mels=config.n_mels,
+                         fmin=float(config.fmin), fmax=float(config.fmax))
+    amin = float(config.amin)
+    return _Plan(n_fft=config.n_fft, hop=config.hop_length, n_mels=config.n_mels,
+                 lead=(config.n_fft - config.win_length) // 2, window=_hann(config.win_length),
+                 groups=_groups(mel), power=float(config.power), amin=amin,
+                 db_offset=10.0 * np.log10(max(amin, float(config.ref_power))))
 
 
-def _get_frontend(config: FeatureConfig) -> _Frontend:
-    return _frontend(tuple(sorted(config.frontend_key.items())))
+@functools.lru_cache(maxsize=32)
+def _plan_for(config: FeatureConfig) -> _Plan:
+    """The plan of ``config``'s frontend settings (configs differing only in profile or norm share it)."""
+    return _plan_from_key(tuple(sorted(config.frontend_key.items())))
+
+
+class _Workspace:
+    """Scratch buffers for one block of frames: one per stream, one per thread for offline calls."""
+
+    def __init__(self, plan: _Plan, block: int) -> None:
+        n_bins = plan.n_fft // 2 + 1
+        self.block = block
+        self.frames = np.zeros((block, plan.n_fft))  # zero outside the window span, the only part written
+        self.spectrum = np.empty((block, n_bins), dtype=np.complex128)
+        self.power = np.empty((block, n_bins))
+        self.mel = np.empty((plan.n_mels, block))    # bands x frames: each group fills whole rows
+
+
+_LOCAL = threading.local()
+
+
+def _thread_workspace(plan: _Plan) -> _Workspace:
+    """This thread's scratch buffers for offline calls with ``plan`` (threads never share buffers)."""
+    spaces = _LOCAL.__dict__.setdefault("spaces", {})
+    ws = spaces.get(plan)
+    if ws is None:
+        if len(spaces) >= _MAX_THREAD_SPACES:
+            spaces.clear()
+        ws = spaces[plan] = _Workspace(plan, plan.block_frames(_BLOCK_BYTES))
+    return ws
+
+
+def _block(plan: _Plan, ws: _Workspace, spans: np.ndarray, out: np.ndarray) -> None:
+    """Log-mel of up to ``ws.block`` frames (``spans``: each frame's window span) into ``out`` (float32).
+
+    FFT, power and mel sums in float64 (librosa parity ~1e-5 dB), the log in float32 on the small mel output.
+    A frame's value does not depend on which other frames share its block (every step is row by row; the
+    products keep at least two frame columns): streaming equals offline bit for bit.
+    """
+    k = spans.shape[0]
+    kk = max(k, 2)  # a single column would send np.matmul to a matrix-vector product (other summation order)
+    np.multiply(spans, plan.window, out=ws.frames[:k, plan.lead:plan.lead + plan.window.size])
+    z = ws.spectrum[:kk]
+    if _RFFT_HAS_OUT:
+        np.fft.rfft(ws.frames[:kk], axis=1, out=z)
+    else:  # numpy 1.x: no out=
+        z[...] = np.fft.rfft(ws.frames[:kk], axis=1)
+    power = ws.power[:kk]
+    if plan.power == 2.0:  # |z|^2 from whole rows: each step is one flat loop
+        parts = z.view(np.float64)  # re, im interleaved, squared in place
+        np.multiply(parts, parts, out=parts)
+        np.add(parts[:, 0::2], parts[:, 1::2], out=power)
+    else:
+        np.abs(z, out=power)
+        if plan.power != 1.0:
+            np.power(power, plan.power, out=power)
+    for g in plan.groups:
+        np.matmul(g.weights, power[:, g.b0:g.b1].T, out=ws.mel[g.m0:g.m1, :kk])
+    np.maximum(ws.mel[:, :k].T, plan.amin, out=out)
+    np.log10(out, out=out)
+    out *= np.float32(10.0)
+    if plan.db_offset:
+        out -= np.float32(plan.db_offset)
 
 
 def _as_mono_float(waveform: np.ndarray) -> np.ndarray:
+    """C-contiguous float32/float64 samples (no copy when already so); integer PCM scaled to [-1, 1)."""
     x = np.asarray(waveform)
     if x.ndim != 1:
         raise AuricleError(f"expected a mono 1-D waveform, got shape {x.shape}; mix down to mono first")
-    if np.issubdtype(x.dtype, np.integer):
-        x = x.astype(np.float64) / float(np.iinfo(x.dtype).max + 1)
-    return x.astype(np.float64, copy=False)
+    if x.dtype.kind in "iu":
+        return x.astype(np.float64) / float(np.iinfo(x.dtype).max + 1)
+    if x.dtype != np.float32:
+        x = x.astype(np.float64, copy=False)
+    return np.ascontiguousarray(x)
 
 
-def _frame(x: np.ndarray, n_fft: int, hop: int) -> np.ndarray:
-    if x.size < n_fft:
-        return np.empty((0, n_fft), dtype=np.float64)
-    n = 1 + (x.size - n_fft) // hop
-    return np.lib.stride_tricks.as_strided(x, shape=(n, n_fft), strides=(x.strides[0] * hop, x.strides[0]),
-                                           writeable=False)
+def _window_spans(x: np.ndarray, plan: _Plan, k: int) -> np.ndarray:
+    """(k, win_length) view of C-contiguous ``x``: row ``i`` is frame ``i``'s window span (no copy).
+
+    Built with the ndarray constructor (a fifth of as_strided's cost); only ever read.
+    """
+    size = x.itemsize
+    return np.ndarray((k, plan.window.size), dtype=x.dtype, buffer=x, offset=plan.lead * size,
+                      strides=(plan.hop * size, size))
 
 
 def log_mel(waveform: np.ndarray, config: FeatureConfig) -> np.ndarray:
@@ -251,44 +380,69 @@ def log_mel(waveform: np.ndarray, config: FeatureConfig) -> np.ndarray:
     ``waveform`` is mono at ``config.sample_rate``; int16 input is scaled to [-1, 1).
     Returns zero frames when the waveform is shorter than one FFT window.
     """
-    x = np.ascontiguousarray(_as_mono_float(waveform))
-    frames = _frame(x, config.n_fft, config.hop_length)
-    if frames.shape[0] == 0:
-        return np.empty((0, config.n_mels), dtype=np.float32)
-    return _get_frontend(config)(frames)
+    x = _as_mono_float(waveform)
+    plan = _plan_for(config)
+    k = plan.frames_in(x.size)
+    out = np.empty((k, plan.n_mels), dtype=np.float32)
+    if k:
+        ws = _thread_workspace(plan)
+        spans = _window_spans(x, plan, k)
+        for s in range(0, k, ws.block):
+            _block(plan, ws, spans[s:s + ws.block], out[s:s + ws.block])
+    return out
 
 
 class StreamingLogMel:
     """Incremental log-mel: ``push(samples)`` returns only the frames completed by those samples.
 
-    Keeps at most ``n_fft - 1`` + one hop of pending audio; each call computes only new frames.
-    Its output equals :func:`log_mel` on the concatenated audio, for any chunking.
+    Keeps less than ``n_fft`` samples of pending audio in a preallocated buffer and computes only new frames,
+    in its own scratch buffers. Its output equals :func:`log_mel` on the concatenated audio bit for bit, for
+    any chunking.
     """
 
     def __init__(self, config: FeatureConfig) -> None:
         self.config = config
-        self._frontend = _get_frontend(config)
-        self._pending = np.empty(0, dtype=np.float64)
+        self._plan = plan = _plan_for(config)
+        self._ws = _Workspace(plan, plan.block_frames(_STREAM_BLOCK_BYTES))
+        self._buf = np.zeros(plan.n_fft + (self._ws.block - 1) * plan.hop)  # holds one block of frames
+        self._spans = _window_spans(self._buf, plan, self._ws.block)
+        self._fill = 0
         self.frames_emitted = 0
         self.samples_seen = 0
 
+    @property
+    def pending_samples(self) -> int:
+        """Samples kept for frames not yet complete (always fewer than ``n_fft``)."""
+        return self._fill
+
     def reset(self) -> None:
-        self._pending = np.empty(0, dtype=np.float64)
+        """Start a new stream: drop pending audio and zero the counters."""
+        self._fill = 0
         self.frames_emitted = 0
         self.samples_seen = 0
 
     def push(self, samples: np.ndarray) -> np.ndarray:
+        """Append mono samples; return the ``(k, n_mels)`` float32 frames they complete (k may be 0)."""
         x = _as_mono_float(samples)
-        self.samples_seen += x.size
-        buf = np.concatenate((self._pending, x)) if self._pending.size else np.ascontiguousarray(x)
-        n_fft, hop = self.config.n_fft, self.config.hop_length
-        frames = _frame(buf, n_fft, hop)
-        k = frames.shape[0]
-        if k == 0:
-            self._pending = buf.copy() if buf is x else buf
-            return np.empty((0, self.config.n_mels), dtype=np.float32)
-        out = self._frontend(frames)
-        self._pending = buf[k * hop:].copy()
+        plan, buf, n = self._plan, self._buf, x.size
+        self.samples_seen += n
+        k = plan.frames_in(self._fill + n)
+        out = np.empty((k, plan.n_mels), dtype=np.float32)
+        done = used = 0
+        while True:  # one pass, unless the push completes more than a block of frames
+            take = min(n - used, buf.size - self._fill)
+            buf[self._fill:self._fill + take] = x[used:used + take]
+            self._fill += take
+            used += take
+            kb = plan.frames_in(self._fill)
+            if kb:
+                _block(plan, self._ws, self._spans[:kb], out[done:done + kb])
+                done += kb
+                rest = self._fill - kb * plan.hop
+                buf[:rest] = buf[kb * plan.hop:self._fill]
+                self._fill = rest
+            if used == n:
+                break
         self.frames_emitted += k
         return out
 

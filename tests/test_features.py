@@ -69,7 +69,66 @@ def test_streaming_equals_offline(chunk):
     online = np.concatenate(parts)
     assert online.shape == offline.shape
     np.testing.assert_allclose(online, offline, atol=1e-4)
+    np.testing.assert_array_equal(online, offline)  # bit for bit: a frame never depends on its neighbours
     assert stream.frames_emitted == offline.shape[0]
+
+
+@pytest.mark.parametrize("cfg", [seed_config(), edge_config(n_fft=401, win_length=300, hop_length=97, n_mels=64,
+                                                            fmin=0.0, fmax=7000.0, power=1.0, ref_power=3.0)],
+                         ids=["seed", "odd"])
+def test_streaming_equals_offline_for_random_chunks(cfg):
+    x = np.concatenate([_read(p) for p in CLIPS[20:23]])
+    offline = log_mel(x, cfg)
+    rng = np.random.default_rng(5)
+    stream = StreamingLogMel(cfg)
+    parts, i = [], 0
+    while i < x.size:
+        n = int(rng.choice([0, 1, cfg.hop_length, cfg.n_fft, 4000, 20000]))
+        parts.append(stream.push(x[i:i + n]))
+        i += n
+    np.testing.assert_array_equal(np.concatenate(parts), offline)
+    stream.reset()
+    assert stream.frames_emitted == 0 and stream.pending_samples == 0
+    np.testing.assert_array_equal(stream.push(x), offline)  # after reset: a fresh stream
+
+
+def test_float32_float64_and_threads_give_the_same_frames():
+    import threading
+
+    cfg = edge_config()
+    x = np.concatenate([_read(p) for p in CLIPS[:4]])
+    ref = log_mel(x, cfg)
+    np.testing.assert_array_equal(log_mel(x.astype(np.float64), cfg), ref)
+    results = {}
+
+    def work(i):
+        results[i] = [log_mel(x[j * 160:], cfg)[: ref.shape[0] - j] for j in range(5)]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 4
+    for outs in results.values():
+        for j, out in enumerate(outs):
+            np.testing.assert_array_equal(out, ref[j:])
+
+
+def test_banded_filterbank_groups_cover_every_weight():
+    from edge.features import _plan_for
+
+    for cfg in (edge_config(), seed_config(), edge_config(n_mels=128, fmin=0.0)):
+        plan = _plan_for(cfg)
+        dense = mel_filterbank(sample_rate=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels,
+                               fmin=float(cfg.fmin), fmax=float(cfg.fmax))
+        rebuilt = np.zeros_like(dense)
+        for g in plan.groups:
+            assert g.m1 - g.m0 >= 2
+            rebuilt[g.b0:g.b1, g.m0:g.m1] = g.weights.T
+        np.testing.assert_array_equal(rebuilt, dense)
+        assert [g.m0 for g in plan.groups[1:]] == [g.m1 for g in plan.groups[:-1]]
+        assert sum((g.m1 - g.m0) * (g.b1 - g.b0) for g in plan.groups) < dense.size / 2
 
 
 def test_streaming_computes_only_new_frames():
@@ -81,7 +140,7 @@ def test_streaming_computes_only_new_frames():
     new = stream.push(x[:cfg.hop_length])
     assert new.shape == (1, cfg.n_mels)  # exactly one hop -> exactly one new frame
     assert stream.frames_emitted == before + 1
-    assert stream._pending.size < cfg.n_fft  # no growing backlog
+    assert stream.pending_samples < cfg.n_fft  # no growing backlog
 
 
 def test_int16_input_is_scaled():
@@ -150,3 +209,20 @@ def test_importing_the_frontend_pulls_in_no_heavy_library():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=Path(__file__).parent.parent)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_frontend_benchmark_reports_both_tables_and_exactness():
+    pytest.importorskip("librosa")
+    root = Path(__file__).parent.parent
+    out = subprocess.run([sys.executable, "-m", "benchmarks.frontend", "--rounds", "1", "--warmup", "0",
+                          "--inner", "1"], capture_output=True, text=True, cwd=root, timeout=300)
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].startswith("CPU: ") and "numpy" in lines[0]
+    one_s = [line for line in lines if line.startswith(("edge 1 s", "seed 1 s"))]
+    streaming = [line for line in lines if " 60 s in 100 ms chunks " in line]
+    assert len(one_s) == 2 and len(streaming) == 2
+    assert all(line.rstrip().endswith(" yes") for line in streaming)  # streaming == offline, bit for bit
+    bad = subprocess.run([sys.executable, "-m", "benchmarks.frontend", "--rounds", "0"], capture_output=True,
+                         text=True, cwd=root, timeout=60)
+    assert bad.returncode == 2 and "--rounds 0" in bad.stderr and "Traceback" not in bad.stderr
