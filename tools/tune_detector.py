@@ -1,85 +1,111 @@
-"""Choose a bundle's detector settings (threshold, smoothing) on a *validation* stream; store them in its manifest.
+"""Choose a bundle's detector operating point for a false-accepts-per-hour target; store it in its manifest.
 
-The stream must come from validation-split speakers (``tools/make_sample_stream.py --split val``), never
-from the test split the demo reports on. Rule, fixed before looking at results: among the settings with at
-most ``--max-fa`` false alarms per minute, take the one with the most hits (ties: less smoothing, then the
-lower threshold, i.e. the lower latency); if none qualifies, the one with the fewest misses + false alarms.
-The chosen values land in ``manifest.json["detector"]`` with the grid, which the runtime uses when the user
-passes no --threshold/--smooth. (manifest.json is not among the sha256-listed files, so this keeps the
-bundle's checks valid.)
+Tuning uses **validation** audio only: the validation part of the negative recordings (``--split val``: the
+project's sha1 rule on each file's path) and a stream of validation-split speakers
+(``python -m tools.make_sample_stream --split val``). Test audio is for the figures, never for this.
 
-    python tools/make_sample_stream.py --split val --duration 120 --seed 11 --out /tmp/val --name val_stream
-    python tools/tune_detector.py --bundle firmware_assets/kws_mobilenet_edge --stream /tmp/val/val_stream.wav
+One model pass (``edge.evaluate``, the same streaming path as ``edge.listen``) scores every window; the grid
+of thresholds x smoothing x min-gap is replayed through the detector's own event rule. Rule, fixed before
+looking at results: among the points with at most ``--target-fa`` false accepts per hour on the validation
+negatives, the lowest false reject rate on the validation stream (ties: fewer false accepts, less
+smoothing, lower threshold, shorter min-gap); if no point meets the target, the one with the fewest false
+accepts (ties: lowest false reject rate). The choice, the target, the grid and the measured point land in
+``manifest.json["detector"]``, which ``edge.listen`` uses when no --threshold/--smooth/--min-gap is given.
+(manifest.json is not among the sha256-listed files, so the bundle's checks stay valid.)
+
+    python -m tools.make_sample_stream --split val --duration 240 --seed 11 --out results/streams --name val_stream
+    python -m tools.tune_detector --bundle firmware_assets/kws_mobilenet_edge \\
+        --negatives ../shared/data/negatives --stream results/streams/val_stream.wav --target-fa 1
 """
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
-import sys
 from pathlib import Path
+from typing import Any, Sequence
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from edge.errors import AuricleError, run_cli
 
-from edge.errors import AuricleError, run_cli  # noqa: E402
-
-THRESHOLDS = (0.5, 0.6, 0.7, 0.8)
-SMOOTHS = (3, 5, 7, 9)
-
-
-def evaluate(bundle, wav: Path, truth_path: Path, *, threshold: float, smooth: int, min_gap: float) -> dict:
-    from edge.audio import read_audio
-    from edge.demo import read_truth, score_events
-    from edge.runtime import StreamingDetector
-
-    audio, rate = read_audio(wav)
-    det = StreamingDetector(bundle, sample_rate=rate, threshold=threshold, smooth=smooth, min_gap=min_gap)
-    events = det.push(audio)
-    score = score_events(events, read_truth(truth_path), duration=len(audio) / rate,
-                         ignore=sorted(bundle.background_labels))
-    return {"threshold": threshold, "smooth": smooth, "min_gap": min_gap, **score.to_dict()}
+THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995)
+SMOOTHS = (1, 3, 5, 7, 9)
+MIN_GAPS = (0.5, 1.0, 2.0)
+RULE = ("lowest false reject rate among points with FA/h <= target on the validation negatives (ties: fewer "
+        "false accepts, less smoothing, lower threshold, shorter min-gap); if none, the fewest false accepts")
 
 
-def choose(rows: list[dict], max_fa: float) -> dict:
-    ok = [r for r in rows if r["false_alarms_per_minute"] <= max_fa]
+def choose(rows: Sequence[Any], target_fa: float) -> Any:
+    """The operating point by the module's rule (rows: ``edge.evaluate.Operating``)."""
+    def frr(r: Any) -> float:
+        return r.false_reject_rate if r.false_reject_rate is not None else 0.0
+
+    ok = [r for r in rows if r.false_accepts_per_hour <= target_fa + 1e-9]
     if ok:
-        return sorted(ok, key=lambda r: (-r["hits"], r["smooth"], r["threshold"]))[0]
-    return sorted(rows, key=lambda r: (r["misses"] + r["false_alarms"], r["smooth"], r["threshold"]))[0]
+        return min(ok, key=lambda r: (frr(r), r.false_accepts, r.smooth, r.threshold, r.min_gap))
+    return min(rows, key=lambda r: (r.false_accepts, frr(r), r.smooth, r.threshold, r.min_gap))
 
 
-def main(argv=None) -> int:
-    from edge.bundle import MANIFEST, load_bundle, write_json_atomic
+def detector_block(ev: Any, best: Any, *, target_fa: float, stream: Path, negatives: Sequence[str]) -> dict:
+    """The manifest's ``detector`` entry: the choice, how it was chosen, and the validation grid."""
+    return {
+        "threshold": best.threshold, "smooth": best.smooth, "min_gap": best.min_gap,
+        "target_false_accepts_per_hour": target_fa,
+        "measured_on_validation": {
+            "false_accepts_per_hour": round(best.false_accepts_per_hour, 3),
+            "false_reject_rate": None if best.false_reject_rate is None else round(best.false_reject_rate, 4),
+            "negative_hours": round(ev.negative_hours, 4), "positive_words": best.truth_words,
+        },
+        "tuned_on": f"validation part of {', '.join(Path(n).name for n in negatives)} "
+                    f"({ev.negative_files} files, {ev.negative_hours:.2f} h) and {stream.name} "
+                    f"(validation-split speakers, {best.truth_words} words)",
+        "rule": RULE,
+        "grid": [r.to_dict() for r in ev.sweep],
+    }
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m tools.tune_detector", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--bundle", type=Path, required=True)
-    p.add_argument("--stream", type=Path, required=True, help="validation-split stream WAV (truth: same name .csv)")
-    p.add_argument("--max-fa", type=float, default=1.0, help="false alarms per minute allowed (default 1.0)")
-    p.add_argument("--min-gap", type=float, default=1.0)
-    p.add_argument("--dry-run", action="store_true", help="print the grid, change nothing")
-    a = p.parse_args(argv)
+    p.add_argument("--negatives", nargs="+", required=True, metavar="DIR",
+                   help="negative recordings; only their validation part (sha1 rule) is used")
+    p.add_argument("--stream", type=Path, required=True,
+                   help="validation-split positive stream WAV (truth: the same name with .csv)")
+    p.add_argument("--target-fa", type=float, default=1.0, metavar="N",
+                   help="false accepts per hour allowed on the validation negatives (default 1)")
+    p.add_argument("--hop", type=float, default=None, help="seconds between windows (default: edge.listen's)")
+    p.add_argument("--dry-run", action="store_true", help="print the grid and the choice, change nothing")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from edge.bundle import MANIFEST
+    from edge.detector import DEFAULT_HOP
+    from edge.evaluate import evaluate
+    from edge.fileio import write_json_atomic
+
+    a = build_parser().parse_args(argv)
     truth = a.stream.with_suffix(".csv")
     if not a.stream.is_file() or not truth.is_file():
-        raise AuricleError(f"need {a.stream} and {truth}; build them with tools/make_sample_stream.py --split val")
-    bundle = load_bundle(a.bundle)
-    rows = [evaluate(bundle, a.stream, truth, threshold=t, smooth=s, min_gap=a.min_gap)
-            for t, s in itertools.product(THRESHOLDS, SMOOTHS)]
-    for r in rows:
-        print(f"threshold {r['threshold']:.1f} smooth {r['smooth']}: hits {r['hits']}/{r['truth_words']}, "
-              f"false alarms {r['false_alarms']} ({r['false_alarms_per_minute']:.2f}/min)")
-    best = choose(rows, a.max_fa)
-    print(f"chosen: threshold {best['threshold']}, smooth {best['smooth']}, min-gap {best['min_gap']}")
+        raise AuricleError(f"need {a.stream} and {truth}; build them with python -m tools.make_sample_stream "
+                           "--split val")
+    if not a.target_fa >= 0:
+        raise AuricleError(f"--target-fa {a.target_fa} must be >= 0 false accepts per hour")
+    ev = evaluate(bundle=a.bundle, negatives=a.negatives, split="val", positives=str(a.stream), truth=str(truth),
+                  hop=a.hop or DEFAULT_HOP, threshold=None, smooth=None, min_gap=None, do_sweep=True,
+                  thresholds=THRESHOLDS, smooths=SMOOTHS, min_gaps=MIN_GAPS)
+    best = choose(ev.sweep, a.target_fa)
+    print(f"validation: {ev.negative_hours:.3f} h of negatives, {best.truth_words} positive words; "
+          f"{len(ev.sweep)} grid points")
+    print(f"chosen: threshold {best.threshold}, smooth {best.smooth}, min-gap {best.min_gap}: "
+          f"{best.false_accepts} false accepts ({best.false_accepts_per_hour:.2f}/h), false reject rate "
+          f"{100 * (best.false_reject_rate or 0):.1f} %")
     if not a.dry_run:
-        manifest = json.loads((bundle.path / MANIFEST).read_text())
-        manifest["detector"] = {
-            "threshold": best["threshold"], "smooth": best["smooth"], "min_gap": best["min_gap"],
-            "tuned_on": f"{a.stream.name}: validation-split speakers, {best['truth_words']} words, "
-                        f"{best['duration_seconds']:.0f} s",
-            "rule": f"most hits with <= {a.max_fa} false alarms/min; ties: less smoothing, lower threshold",
-            "grid": rows,
-        }
-        write_json_atomic(bundle.path / MANIFEST, manifest)
-        print(f"wrote detector settings into {bundle.path / MANIFEST}")
+        path = Path(a.bundle) / MANIFEST
+        manifest = json.loads(path.read_text())
+        manifest["detector"] = detector_block(ev, best, target_fa=a.target_fa, stream=a.stream,
+                                              negatives=a.negatives)
+        write_json_atomic(path, manifest)
+        print(f"wrote the detector settings into {path}")
     return 0
 
 

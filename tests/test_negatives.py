@@ -1,0 +1,157 @@
+"""Training with negative audio: split by file, background windows in batches, mixing, mining, a tiny run."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.features import edge_config, log_mel
+from edge.splits import split_of
+from training.mining import NegativeMixer, mine_hard_negatives
+from training.negatives import (BACKGROUND_LABEL, NegativeBank, background_label, find_negative_files,
+                                load_negative_bank, mix_under)
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO / "tests" / "data" / "speech_commands"
+
+
+def write_noise(path: Path, seconds: float, seed: int, level: float = 0.05) -> Path:
+    import soundfile as sf
+
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, (rng.standard_normal(int(seconds * 16000)) * level).astype(np.float32), 16000, subtype="PCM_16")
+    return path
+
+
+def test_files_split_by_sha1_of_their_path_relative_to_the_folder(tmp_path):
+    for i in range(30):
+        write_noise(tmp_path / "neg" / f"d{i % 3}" / f"f{i}.wav", 0.2, i)
+    (tmp_path / "neg" / "notes.txt").write_text("not audio")
+    files = find_negative_files([tmp_path / "neg"])
+    assert len(files) == 30
+    assert all(f.split == split_of(f.rel) and f.rel.startswith("d") and "/" in f.rel for f in files)
+    assert {f.split for f in files} == {"train", "val", "test"}
+    with pytest.raises(Exception, match="does not exist"):
+        find_negative_files([tmp_path / "missing"])
+
+
+def test_bank_never_reads_test_files_and_cuts_windows_of_the_right_shape(tmp_path):
+    cfg = edge_config()
+    names = [f"n{i}.wav" for i in range(24)]
+    for i, n in enumerate(names):
+        write_noise(tmp_path / n, 1.5, i)
+    bank = load_negative_bank([tmp_path], cfg, cache_dir=tmp_path / "cache", progress=False)
+    assert {f.split for f in bank.files} <= {"train", "val"}
+    assert len(bank.files) == sum(split_of(n) != "test" for n in names)
+    rng = np.random.default_rng(0)
+    w = bank.random_windows(rng, 7)
+    assert w.shape == (7, cfg.n_frames, cfg.n_mels) and w.dtype == np.float32
+    first = bank.files[0].path
+    expected = log_mel(__import__("soundfile").read(first, dtype="float32")[0], cfg)
+    np.testing.assert_allclose(bank.frames[0].astype(np.float32), expected, atol=0.05)   # float16 storage
+    again = load_negative_bank([tmp_path], cfg, cache_dir=tmp_path / "cache", progress=False)   # from cache
+    np.testing.assert_array_equal(again.frames[0], bank.frames[0])
+    n_windows = sum(len(b) for b in bank.sliding_windows("train", 10))
+    per_file = [(x.shape[0] - cfg.n_frames) // 10 + 1 for f, x in zip(bank.files, bank.frames) if f.split == "train"]
+    assert n_windows == sum(per_file)
+
+
+def test_background_label_prefers_the_datas_own_class():
+    assert background_label(["_silence_", "_unknown_", "yes"]) == "_unknown_"
+    assert background_label(["dog", "rain"]) == BACKGROUND_LABEL
+
+
+def test_mix_under_sets_the_signal_to_noise_ratio_in_the_power_domain():
+    cfg = edge_config()
+    rng = np.random.default_rng(1)
+    x = np.full((4, cfg.n_frames, cfg.n_mels), -20.0, np.float32)       # power 0.01 everywhere
+    noise = np.full_like(x, -40.0)
+    mixed = mix_under(x, noise, rng, (10.0, 10.0), cfg)                   # noise scaled to 10 dB below x
+    np.testing.assert_allclose(mixed, 10 * np.log10(0.01 * 1.1), atol=1e-4)
+
+
+def _bank(seconds_per_file=(3.0, 3.0)):
+    cfg = edge_config()
+    frames = [np.zeros((int(s * 100), cfg.n_mels), np.float16) - 60 for s in seconds_per_file]
+    from training.negatives import NegativeFile
+    files = [NegativeFile(Path(f"/x/{i}.wav"), f"{i}.wav", "train") for i in range(len(frames))]
+    return NegativeBank(config=cfg, files=files, frames=frames)
+
+
+def test_mixer_appends_background_windows_with_their_weight():
+    bank = _bank()
+    mixer = NegativeMixer(bank=bank, background_index=1, fraction=0.25, mix_prob=1.0, weight=2.0)
+    rng = np.random.default_rng(0)
+    x = np.zeros((8, bank.config.n_frames, bank.config.n_mels), np.float32)
+    y = np.full(8, 3)
+    w = np.ones(8, np.float32)
+    x2, y2, w2 = mixer.extend(x, y, w, rng)
+    assert x2.shape[0] == y2.shape[0] == w2.shape[0] == 10
+    assert list(y2[8:]) == [1, 1] and list(w2[8:]) == [2.0, 2.0] and list(y2[:8]) == [3] * 8
+    assert np.all(x2[:8] > 0)                       # noise was mixed under every positive (mix_prob 1)
+
+
+class _FakeScores:
+    """A stand-in model with a known answer: it 'hears' a keyword wherever the window is loud."""
+
+    def predict(self, x, batch_size=256, verbose=0):
+        loud = (x.reshape(len(x), -1).max(axis=1) > 0).astype(float)
+        return np.stack([1 - loud, loud], axis=1)
+
+
+def test_mining_keeps_exactly_the_windows_that_score_above_threshold():
+    bank = _bank((2.0,))
+    bank.config = bank.config.__class__(**{**bank.config.to_dict(), "norm_mean": 0.0, "norm_std": 1.0})
+    bank.frames[0][120:140] = 30                      # 0.2 s of "keyword-like" sound in the middle
+    hard, stats = mine_hard_negatives(_FakeScores(), bank, np.array([False, True]), threshold=0.5, hop_frames=1)
+    n = bank.config.n_frames
+    starts = range(0, bank.frames[0].shape[0] - n + 1)
+    expected = sum(1 for s in starts if bank.frames[0][s:s + n].astype(np.float32).max() > 0)
+    assert stats["hard"] == len(hard) == expected > 0
+    assert stats["windows"] == len(starts)
+
+
+def _speaker_in(split: str, start: int) -> tuple[str, int]:
+    k = start
+    while split_of(f"spk{k}") != split:
+        k += 1
+    return f"spk{k}", k + 1
+
+
+def tiny_corpus(root: Path, labels=("yes", "no", "_silence_")) -> Path:
+    """The shipped test clips renamed to speakers the sha1 rule puts in train (3 of 4) or validation."""
+    k = 0
+    for label in labels:
+        for i, clip in enumerate(sorted((DATA / label).glob("*.wav"))):
+            speaker, k = _speaker_in("val" if i % 4 == 0 else "train", k)
+            (root / label).mkdir(parents=True, exist_ok=True)
+            shutil.copy(clip, root / label / f"{speaker}_nohash_0.wav")
+    return root
+
+
+@pytest.mark.slow
+def test_training_with_negatives_and_a_mining_round_on_a_tiny_corpus(tmp_path):
+    data = tiny_corpus(tmp_path / "data", labels=("yes", "no"))
+    for i in range(12):
+        write_noise(tmp_path / "neg" / f"room_{i}.wav", 4.0, 100 + i, level=0.02)
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "training.train", "--data", data, "--out", out, "--epochs", "2", "--batch-size", "8",
+           "--negatives", tmp_path / "neg", "--mine-rounds", "1", "--mine-epochs", "1", "--mine-threshold", "0.05",
+           "--quiet", "--cache-dir", tmp_path / "cache", "--width", "0.25"]
+    r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    labels = (out / "labels.txt").read_text().split()
+    assert labels == ["no", "yes", "_background_"]     # no background class in this data: a new one
+    summary = json.loads((out / "train_summary.json").read_text())
+    mining = summary["mining"]
+    assert mining["rounds"][0]["windows"] > 0 and mining["chosen_round"] in (0, 1)
+    assert (out / "model_before_mining.keras").is_file()
+    cfg = json.loads((out / "train_config.json").read_text())
+    assert 0 < cfg["negative_split"]["train"]["files"] < 12 and cfg["negative_split"]["test"]["files"] == 0
+    assert (out / "model.keras").is_file()
