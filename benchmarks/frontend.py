@@ -37,6 +37,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
+from benchmarks.measure import librosa_fn
 from edge import features
 from edge.bundle import load_bundle, repo_root
 from edge.errors import AuricleError, run_cli
@@ -100,22 +101,6 @@ def settings_from_bundles(paths: Sequence[str | os.PathLike[str]] | None) -> lis
     return list(out.values())
 
 
-def librosa_frontend(config: FeatureConfig) -> Callable[[np.ndarray], np.ndarray] | None:
-    """librosa computing what :func:`edge.features.log_mel` computes (the call tests/test_features.py makes)."""
-    try:
-        import librosa
-    except ImportError:
-        return None
-
-    def run(x: np.ndarray) -> np.ndarray:
-        S = librosa.feature.melspectrogram(
-            y=x, sr=config.sample_rate, n_fft=config.n_fft, win_length=config.win_length,
-            hop_length=config.hop_length, center=False, window="hann", n_mels=config.n_mels, fmin=config.fmin,
-            fmax=config.fmax, power=config.power, htk=False, norm="slaney")
-        return librosa.power_to_db(S, ref=config.ref_power, amin=config.amin, top_db=None).T
-    return run
-
-
 def _timed(fn: Callable[[], Any], inner: int = 1) -> Callable[[], float]:
     clock = time.perf_counter
 
@@ -138,7 +123,7 @@ def frontend_items(setting: Setting, impl: ModuleType, tag: str, inner: int) -> 
     one = seeded_audio(cfg.sample_rate, cfg.sample_rate)
     long = seeded_audio(int(STREAM_SECONDS * cfg.sample_rate), cfg.sample_rate, seed=8)
     chunk = int(round(CHUNK_SECONDS * cfg.sample_rate))
-    lib = librosa_frontend(cfg)
+    lib = librosa_fn(cfg)
     facts: dict[str, Any] = {"frames_1s": int(impl.log_mel(one, cfg).shape[0]), "pushes": -(-long.size // chunk)}
     offline = impl.log_mel(long, cfg)
     facts["bit_exact"] = bool(np.array_equal(_stream_all(impl, cfg, long, chunk), offline))
