@@ -174,6 +174,8 @@ def _read_json(path: Path) -> Any:
                           "converters/quantize.py") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleError(f"{path} is not valid JSON ({exc}); rebuild the bundle") from None
+    except RecursionError:
+        raise BundleError(f"{path} is nested too deeply to be a manifest; rebuild the bundle") from None
 
 
 def load_bundle(path: str | os.PathLike[str] | None = None, *, verify: bool = True) -> Bundle:
@@ -186,12 +188,12 @@ def load_bundle(path: str | os.PathLike[str] | None = None, *, verify: bool = Tr
         raise BundleError(f"model bundle {root} is not a folder; pass the bundle folder, not a file")
     manifest = _read_manifest(root)
     _check_names(root, manifest)
-    config = FeatureConfig.from_dict(manifest["feature_config"])
+    config = _feature_config(root, manifest["feature_config"])
     if verify:
         _verify_files(root, manifest.get("files") or {})
     labels = _read_labels(root, manifest)
     models, default = _read_models(root, manifest, labels)
-    background = manifest.get("background_labels")
+    background = _string_list(root, manifest, "background_labels")
     if background is None:
         background = [lab for lab in labels if lab.startswith("_")]
     return Bundle(path=root, name=str(manifest.get("name") or root.name), manifest=manifest, feature_config=config,
@@ -217,6 +219,25 @@ def _read_manifest(root: Path) -> dict[str, Any]:
     return manifest
 
 
+def _feature_config(root: Path, data: Any) -> FeatureConfig:
+    if not isinstance(data, dict):
+        raise BundleError(f"{root / MANIFEST}: 'feature_config' must be an object; rebuild the bundle")
+    try:
+        return FeatureConfig.from_dict(data)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise BundleError(f"{root / MANIFEST}: 'feature_config' is malformed ({exc}); rebuild the bundle") from None
+
+
+def _string_list(root: Path, manifest: Mapping[str, Any], key: str) -> list[str] | None:
+    """``manifest[key]`` as a list of strings (``None`` when absent); anything else is a BundleError."""
+    value = manifest.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise BundleError(f"{root / MANIFEST}: {key!r} must be a list of label names; rebuild the bundle")
+    return value
+
+
 def _verify_files(root: Path, files: Mapping[str, str]) -> None:
     if not files:
         raise BundleError(f"{root / MANIFEST} lists no sha256 'files'; rebuild the bundle")
@@ -232,13 +253,18 @@ def _verify_files(root: Path, files: Mapping[str, str]) -> None:
 
 def _read_labels(root: Path, manifest: Mapping[str, Any]) -> tuple[str, ...]:
     labels_file = bundle_file(root, LABELS, "labels file")
+    listed = _string_list(root, manifest, "labels")
     if labels_file.is_file():
-        labels = tuple(line.strip() for line in labels_file.read_text(encoding="utf-8").splitlines() if line.strip())
+        try:
+            text = labels_file.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise BundleError(f"{labels_file} is not UTF-8 text; rebuild the bundle") from None
+        labels = tuple(line.strip() for line in text.splitlines() if line.strip())
     else:
-        labels = tuple(manifest.get("labels") or ())
+        labels = tuple(listed or ())
     if not labels:
         raise BundleError(f"bundle {root} has no labels (labels.txt); rebuild the bundle")
-    if manifest.get("labels") and tuple(manifest["labels"]) != labels:
+    if listed and tuple(listed) != labels:
         raise BundleError(f"{labels_file} disagrees with manifest labels; rebuild the bundle")
     return labels
 
@@ -247,7 +273,10 @@ def _read_models(root: Path, manifest: Mapping[str, Any],
                  labels: tuple[str, ...]) -> tuple[dict[str, ModelEntry], str]:
     """The manifest's model entries and the default kind, checked against the labels."""
     models: dict[str, ModelEntry] = {}
-    for kind, entry in (manifest.get("models") or {}).items():
+    entries = manifest.get("models") or {}
+    if not isinstance(entries, dict):
+        raise BundleError(f"{root / MANIFEST}: 'models' must be an object of model entries; rebuild the bundle")
+    for kind, entry in entries.items():
         try:
             models[kind] = ModelEntry(kind=kind, file=str(entry["file"]), input=TensorSpec.from_dict(entry["input"]),
                                       output=TensorSpec.from_dict(entry["output"]))

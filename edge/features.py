@@ -73,6 +73,11 @@ class FeatureConfig:
             value = getattr(self, name)
             if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value <= 0:
                 bad(f"{name}={value!r} must be a positive integer")
+        for name in ("fmin", "fmax", "power", "amin", "ref_power", "clip_duration", "seed_dynamic_range_db",
+                     "norm_mean", "norm_std"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not math.isfinite(value):
+                bad(f"{name}={value!r} must be a finite number")
         if self.win_length > self.n_fft:
             bad(f"win_length={self.win_length} exceeds n_fft={self.n_fft}; raise n_fft")
         if not 0 <= self.fmin < self.fmax <= self.sample_rate / 2:

@@ -53,7 +53,9 @@ DEFAULT_STALL_TIMEOUT = 5.0     # seconds without audio before the stream is reo
 DEFAULT_MAX_RESTARTS = 3        # reopen tries before DeviceStalledError
 COMMON_RATES = (48000, 44100, 32000, 96000, 88200, 24000, 22050)
 CLOCK_WINDOW = 2.0              # wall seconds per delivery-rate measurement
-FAST_CLOCK_RATIO = 1.5          # delivering this many times real time means a broken clock
+FAST_CLOCK_RATIO = 1.5          # delivering this many times real time ...
+FAST_CLOCK_WINDOWS = 3          # ... for this many windows in a row means a broken clock (one fast window
+                                # is a device catching up after the machine stalled us)
 REPORT_INTERVAL = 60.0          # at most one dropped-blocks/overflows line per this many seconds
 _POLL = 0.05                    # consumer wait granularity (seconds)
 _KICK_INTERVAL = 0.05           # while a stream closes: how often its blocked threads are interrupted
@@ -325,7 +327,8 @@ class Microphone(Source):
         self.reopen_failures = 0
         self.abandoned_streams = 0       # streams that would not close in time
         self.stalled_seconds = 0.0
-        self.fast_clock_windows = 0      # CLOCK_WINDOW spans delivered at > FAST_CLOCK_RATIO x real time
+        self.fast_clock_windows = 0      # CLOCK_WINDOW spans in runs of >= FAST_CLOCK_WINDOWS too fast ones
+        self._fast_run = 0
         self.capture_rate_max: float | None = None
         self._first_open: float | None = None
         self._last_audio = self._opened_at = self._clock_t0 = 0.0
@@ -514,11 +517,14 @@ class Microphone(Source):
             ratio = (self.delivered - self._clock_n0) / (span * self.sample_rate)
             self._clock_t0, self._clock_n0 = now, self.delivered
             self.capture_rate_max = ratio if self.capture_rate_max is None else max(self.capture_rate_max, ratio)
-            if ratio > FAST_CLOCK_RATIO:
-                self.fast_clock_windows += 1
-                if self.fast_clock_windows == 1:
-                    self._log(f"warning: {self.name!r} delivered {ratio:.1f}x real time over {span:.1f} s (a "
-                              "broken clock?); what the worker cannot take is dropped, oldest first")
+            self._fast_run = self._fast_run + 1 if ratio > FAST_CLOCK_RATIO else 0
+            if self._fast_run >= FAST_CLOCK_WINDOWS:
+                first = self.fast_clock_windows == 0
+                self.fast_clock_windows += FAST_CLOCK_WINDOWS if self._fast_run == FAST_CLOCK_WINDOWS else 1
+                if first:
+                    self._log(f"warning: {self.name!r} delivers audio {ratio:.1f}x faster than real time (for "
+                              f"{self._fast_run * CLOCK_WINDOW:g} s now: a broken clock?); what the worker "
+                              "cannot take is dropped, oldest first")
         last_t, last_dropped, last_overflows = self._reported
         if (self.dropped_blocks, self.overflows) != (last_dropped, last_overflows) and \
                 (not last_t or now - last_t >= REPORT_INTERVAL):

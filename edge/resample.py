@@ -12,7 +12,9 @@ import numpy as np
 
 from edge.errors import AudioError
 
-__all__ = ["Resampler", "resample"]
+__all__ = ["Resampler", "resample", "MAX_TABLE_ENTRIES"]
+
+MAX_TABLE_ENTRIES = 1 << 21   # polyphase taps (phases x taps); a few MB. Odd rate pairs (48001 Hz...) need more
 
 
 @functools.lru_cache(maxsize=8)
@@ -50,6 +52,11 @@ class Resampler:
         g = math.gcd(int(in_rate), int(out_rate))
         self.in_rate, self.out_rate = int(in_rate), int(out_rate)
         self.up, self.down = self.out_rate // g, self.in_rate // g
+        fc = 0.5 * min(1.0, self.up / self.down) * rolloff
+        if self.up * 2 * math.ceil(zero_crossings / (2.0 * fc)) > MAX_TABLE_ENTRIES:
+            raise AudioError(f"cannot resample {in_rate} Hz -> {out_rate} Hz: that rate pair needs a filter of "
+                             f"{self.up} phases; resample the audio to a standard rate (16000, 44100 or "
+                             "48000 Hz) first, e.g. `ffmpeg -i IN -ar 16000 OUT.wav`")
         taps, self.half = _kernel(self.up, self.down, zero_crossings, float(rolloff), float(beta))
         self._taps = taps.astype(np.float32)
         self._single_phase = self.up == 1
