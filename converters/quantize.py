@@ -19,8 +19,10 @@ Steps (a thin CLI over :func:`quantize_run`, a typed keyword-only core):
    and names the op. It never falls back to float silently.
 4. **Verify** on the test split: Keras float, TFLite float32 and TFLite int8 (and any ``--also`` kind)
    go through the same evaluation code (the TFLite ones through the device path:
-   ``edge.interpreter.make_interpreter``, ``edge.adapters.set_input`` / ``get_scores``). Reported: accuracy
-   of each, top-1 agreement, per-class recall change, file sizes. Exit 1 (and no bundle) when int8 accuracy
+   ``edge.interpreter.make_interpreter``, ``edge.adapters.set_input`` / ``get_scores``). Every test clip is
+   scored by the clip-level rule of ``edge.classifier`` (windows every half window over the whole clip,
+   scores averaged), as training's report and ``Classifier`` do. Reported: clip-level accuracy of each (and
+   the per-window accuracy), top-1 agreement, per-class recall change, file sizes. Exit 1 (and no bundle) when int8 accuracy
    is more than ``--max-drop`` percentage points (default 2) below the Keras float model.
 5. **Edge TPU readiness** (:mod:`converters.edgetpu`): op table, 8-bit tensors, static shapes; runs
    ``edgetpu_compiler`` when it is on PATH (adds ``model_edgetpu.tflite``), else prints the command.
@@ -68,6 +70,7 @@ from converters import c_array, edgetpu
 from converters.inspect_model import read_model
 from edge.adapters import get_scores, input_details, output_details, set_input
 from edge.bundle import LABELS, MANIFEST, MODEL_FILES, SCHEMA_VERSION, repo_root
+from edge.classifier import clip_scores, clip_windows
 from edge.cstreams import captured_fds
 from edge.errors import AuricleError, BundleError, fail, run_cli
 from edge.features import FeatureConfig, fit_to_clip, log_mel, model_input_shape, to_model_input
@@ -402,6 +405,31 @@ def clip_features(root: Path, rows: Sequence[tuple[str, str]], config: FeatureCo
     return out
 
 
+def clip_window_features(root: Path, rows: Sequence[tuple[str, str]], config: FeatureConfig, *, label: str,
+                         progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Every window of the clip-level rule (``edge.classifier``) of each clip: log-mel frames
+    ``(windows, n_frames, n_mels)`` and the row each window belongs to. A clip up to one window long is padded
+    to it (one window)."""
+    parts, owners = [], []
+    bar = _Progress(label, len(rows), progress)
+    with one_blas_thread():
+        for i, (rel, _) in enumerate(rows):
+            path = root / rel
+            if not path.is_file():
+                raise AuricleError(f"clip {rel} (split.csv) is missing under {root}; the data has moved -- pass "
+                                   "--data DIR with the dataset root")
+            x = load_audio(path, config.sample_rate)
+            if x.size <= config.clip_samples:
+                x = fit_to_clip(x, config)
+            windows = clip_windows(log_mel(x, config), config.n_frames)
+            parts.append(windows)
+            owners.extend([i] * len(windows))
+            bar.step(i + 1)
+    if not parts:
+        return np.empty((0, config.n_frames, config.n_mels), dtype=np.float32), np.empty(0, dtype=np.int64)
+    return np.concatenate(parts).astype(np.float32, copy=False), np.asarray(owners, dtype=np.int64)
+
+
 # -- evaluation -----------------------------------------------------------------------------------------------
 class _KerasScorer:
     def __init__(self, model: Any) -> None:
@@ -434,8 +462,10 @@ class _TFLiteScorer:
 
 
 def evaluate(scorer: Callable[[np.ndarray], np.ndarray], frames: np.ndarray, y: np.ndarray, config: FeatureConfig,
-             labels: Sequence[str], *, name: str, progress: bool = True) -> dict[str, Any]:
-    """The one evaluation: profile transform per batch -> scores -> top-1 -> per-class metrics."""
+             labels: Sequence[str], *, name: str, progress: bool = True,
+             owners: np.ndarray | None = None) -> dict[str, Any]:
+    """The one evaluation: profile transform per batch -> scores -> [clip-level: mean over each clip's windows,
+    ``owners`` giving the clip of each window] -> top-1 -> per-class metrics (and the per-window accuracy)."""
     n = len(frames)
     scores = []
     bar = _Progress(f"evaluating {name}", n, progress)
@@ -445,9 +475,13 @@ def evaluate(scorer: Callable[[np.ndarray], np.ndarray], frames: np.ndarray, y: 
         scores.append(scorer(x))
         bar.step(min(n, i + _EVAL_BATCH))
     s = np.concatenate(scores) if scores else np.empty((0, len(labels)))
+    window_y = y if owners is None else np.asarray(y)[owners]
+    window_accuracy = float(np.mean(np.argmax(s, axis=1) == window_y)) if len(s) else 0.0
+    if owners is not None:
+        s = clip_scores(s, owners, len(y))
     pred = np.argmax(s, axis=1)
     return {"scores": s, "pred": pred, "metrics": per_class_metrics(y, pred, labels),
-            "seconds": time.perf_counter() - t0}
+            "window_accuracy": window_accuracy, "windows": n, "seconds": time.perf_counter() - t0}
 
 
 # -- bundle folder handling ---------------------------------------------------------------------------------------
@@ -656,8 +690,9 @@ class _Clips:
 
     representative: list[tuple[str, str]]      # (relative path, label), training split only
     rep_frames: np.ndarray
-    test_frames: np.ndarray
-    y_test: np.ndarray
+    test_frames: np.ndarray                    # every window of the clip-level rule, of every test clip
+    y_test: np.ndarray                         # one label per test clip
+    test_owners: np.ndarray                    # the test clip of each window
 
     def per_class(self, labels: Sequence[str]) -> dict[str, int]:
         return {lab: sum(1 for _, l2 in self.representative if l2 == lab) for lab in labels}
@@ -724,11 +759,12 @@ def _prepare_clips(ctx: _Conversion) -> _Clips:
     fc, root = ctx.run.config, ctx.run.data_root
     rep_frames = clip_features(root, rep_rows, fc, label="representative features", progress=ctx.progress)
     ctx.say(f"test split: {len(test_rows)} clips")
-    test_frames = clip_features(root, test_rows, fc, label="test features", progress=ctx.progress)
+    test_frames, owners = clip_window_features(root, test_rows, fc, label="test features", progress=ctx.progress)
     label_index = {lab: i for i, lab in enumerate(ctx.labels)}
     y_test = np.array([label_index[lab] for _, lab in test_rows], dtype=np.int64)
     ctx.timings.lap("features")
-    return _Clips(representative=rep_rows, rep_frames=rep_frames, test_frames=test_frames, y_test=y_test)
+    return _Clips(representative=rep_rows, rep_frames=rep_frames, test_frames=test_frames, y_test=y_test,
+                  test_owners=owners)
 
 
 def _convert_kinds(ctx: _Conversion, model: Any, clips: _Clips) -> dict[str, bytes]:
@@ -774,13 +810,13 @@ def _verify(ctx: _Conversion, model: Any, shape: tuple[int, ...], clips: _Clips,
     cfg, fc, labels = ctx.cfg, ctx.run.config, ctx.labels
     threads = cfg.threads or max(1, min(4, os.cpu_count() or 1))
     results = {"keras_float": evaluate(_KerasScorer(model), clips.test_frames, clips.y_test, fc, labels,
-                                       name="keras float", progress=ctx.progress)}
+                                       name="keras float", progress=ctx.progress, owners=clips.test_owners)}
     backend = None
     for kind in ("float32", "int8", *[k for k in cfg.also if k not in ("float32", "int8")]):
         scorer = _TFLiteScorer(paths[kind], shape, len(labels), threads)
         backend = scorer.backend
         results[f"tflite_{kind}"] = evaluate(scorer, clips.test_frames, clips.y_test, fc, labels,
-                                             name=f"tflite {kind}", progress=ctx.progress)
+                                             name=f"tflite {kind}", progress=ctx.progress, owners=clips.test_owners)
     ctx.timings.lap("evaluate")
     verification = _verification(results, clips.y_test, labels, blobs, cfg, backend, threads)
     for line in _verification_lines(verification, labels):
@@ -1011,6 +1047,9 @@ def _verification(results: dict[str, dict[str, Any]], y: np.ndarray, labels: Seq
     return {
         "split": "test", "clips": n, "runtime_backend": backend, "threads": threads,
         "accuracy": acc,
+        "evaluation": "clip-level: windows every half window over each whole clip, scores averaged",
+        "windows": int(ref.get("windows", n)),
+        "window_accuracy": {k: round(float(v.get("window_accuracy", 0.0)), 4) for k, v in results.items()},
         "macro_f1": {k: v["metrics"]["macro_f1"] for k, v in results.items()},
         "agreement": agree,
         "score_diff": score_diff,
@@ -1023,8 +1062,9 @@ def _verification(results: dict[str, dict[str, Any]], y: np.ndarray, labels: Seq
 
 
 def _verification_lines(v: dict[str, Any], labels: Sequence[str]) -> list[str]:
-    lines = [f"verification on {v['clips']} test clips (TFLite via {v['runtime_backend']}, {v['threads']} thread(s)):",
-             f"  {'model':<16} {'accuracy':>8} {'macro F1':>8} {'top-1 = keras':>13} {'size':>10}"]
+    lines = [f"verification on {v['clips']} test clips, {v.get('windows', v['clips'])} windows, clip-level (TFLite via "
+             f"{v['runtime_backend']}, {v['threads']} thread(s)):",
+             f"  {'model':<16} {'accuracy':>8} {'per-window':>10} {'macro F1':>8} {'top-1 = keras':>13} {'size':>10}"]
     names = {"keras_float": ("keras float", None), "tflite_float32": ("tflite float32", MODEL_FILES["float32"]),
              "tflite_int8": ("tflite int8", MODEL_FILES["int8"])}
     for k in v["accuracy"]:
@@ -1033,7 +1073,9 @@ def _verification_lines(v: dict[str, Any], labels: Sequence[str]) -> list[str]:
             "int8_vs_keras_float" if k == "tflite_int8" else
             "tflite_float32_vs_keras_float" if k == "tflite_float32" else f"{k.removeprefix('tflite_')}_vs_keras_float")
         size = _mb(v["sizes"][file]) if file and file in v["sizes"] else "-"
-        lines.append(f"  {label:<16} {v['accuracy'][k]:>8.4f} {v['macro_f1'][k]:>8.4f} {agree:>13.4f} {size:>10}")
+        per_window = v.get("window_accuracy", {}).get(k, float("nan"))
+        lines.append(f"  {label:<16} {v['accuracy'][k]:>8.4f} {per_window:>10.4f} {v['macro_f1'][k]:>8.4f} "
+                     f"{agree:>13.4f} {size:>10}")
     lines.append(f"  int8 vs tflite float32 top-1 agreement {v['agreement']['int8_vs_tflite_float32']:.4f}; "
                  f"int8/float32 size {v['int8_to_float32_size']:.3f}; mean |score diff| int8 vs keras "
                  f"{v['score_diff']['int8_vs_keras_float_mean_abs']:.4f}")

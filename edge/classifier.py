@@ -2,11 +2,19 @@
 
 A window of log-mel frames goes: normalise (manifest statistics) -> [seed profile: image] -> quantise with
 the interpreter's own scale/zero point -> invoke -> dequantise (widened ints). :class:`_Model` does this in
-place for the streaming detector (:mod:`edge.detector`); :class:`Classifier` runs it once on a whole clip.
+place for the streaming detector (:mod:`edge.detector`); :class:`Classifier` runs it on a whole clip.
+
+The clip-level rule (one place, used by training's evaluation, the converter's verification and
+:class:`Classifier`): a clip no longer than the model's window is zero-padded to it and scored once; a
+longer clip is scored by windows that start every half window (:func:`window_starts`; the last one is
+aligned with the clip's end, so every sample is seen) and the clip's scores are the mean of the windows'
+scores (:func:`clip_scores`), as YAMNet averages its frame scores.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +28,50 @@ from edge.pcm import to_mono_float32
 from edge.resample import resample
 from edge.sources import check_source_rate
 
-__all__ = ["Classifier"]
+__all__ = ["Classifier", "ClipResult", "window_starts", "clip_windows", "clip_scores"]
+
+
+def window_starts(total_frames: int, window_frames: int) -> np.ndarray:
+    """Start frames of the windows that cover ``total_frames``: every ``window_frames // 2`` frames, plus one
+    aligned with the end when the hop does not land there. One window (start 0) when the clip fits in one."""
+    if window_frames <= 0:
+        raise ValueError(f"window_frames={window_frames} must be positive")
+    last = max(0, int(total_frames) - int(window_frames))
+    hop = max(1, int(window_frames) // 2)
+    starts = np.arange(0, last + 1, hop, dtype=np.int64)
+    if starts[-1] != last:
+        starts = np.append(starts, last)
+    return starts
+
+
+def clip_windows(frames: np.ndarray, window_frames: int) -> np.ndarray:
+    """``(total, mels)`` log-mel frames of one clip -> ``(windows, window_frames, mels)`` (a copy). A clip
+    shorter than the window must be padded first (:func:`edge.features.fit_to_clip` on its audio)."""
+    frames = np.asarray(frames)
+    if frames.shape[0] < window_frames:
+        raise ValueError(f"{frames.shape[0]} frames is less than one window ({window_frames}); pad the audio")
+    return np.stack([frames[s:s + window_frames] for s in window_starts(frames.shape[0], window_frames)])
+
+
+def clip_scores(window_scores: np.ndarray, owners: np.ndarray, n_clips: int) -> np.ndarray:
+    """Mean of the window scores of each clip: ``(windows, classes)`` and the clip index of each window ->
+    ``(n_clips, classes)``."""
+    window_scores = np.asarray(window_scores, dtype=np.float64)
+    owners = np.asarray(owners, dtype=np.int64)
+    sums = np.zeros((n_clips, window_scores.shape[1]), dtype=np.float64)
+    np.add.at(sums, owners, window_scores)
+    counts = np.bincount(owners, minlength=n_clips).astype(np.float64)
+    return sums / np.maximum(counts, 1.0)[:, None]
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipResult:
+    """A clip-level result: ``top`` -- ``(label, score)`` pairs of the window-averaged scores, best first;
+    ``scores`` -- those scores in label order; ``timeline`` -- ``(start_s, end_s, scores)`` per window."""
+
+    top: list[tuple[str, float]]
+    scores: np.ndarray
+    timeline: list[tuple[float, float, np.ndarray]]
 
 
 class _Model:
@@ -105,8 +156,10 @@ class _Model:
 class Classifier:
     """Classify one clip: ``Classifier(bundle).classify(waveform, sample_rate)`` -> ``[(label, score), ...]``.
 
-    ``waveform``: mono or ``(n, channels)``, float in [-1, 1] or integer PCM, any rate >= the model's (it is
-    resampled). It is zero-padded or centre-cropped to the bundle's clip duration.
+    ``waveform``: mono or ``(n, channels)``, float in [-1, 1] or integer PCM, at any rate (resampled to the
+    model's; a lower rate is resampled up, with a one-line note on stderr, since it has no content above
+    its own Nyquist frequency). A clip up to the bundle's window is zero-padded to it; a longer one is
+    scored by the clip-level rule (windows every half window, scores averaged -- see the module docstring).
     """
 
     def __init__(self, bundle: Bundle | str | os.PathLike[str] | None = None, *, model: str | None = None,
@@ -116,20 +169,53 @@ class Classifier:
         self.labels = self.bundle.labels
         self._model = _Model(self.bundle, model=model, num_threads=num_threads, coral=coral)
         self.backend = self._model.backend
+        self._noted_rates: set[int] = set()
 
-    def scores(self, waveform: np.ndarray, sample_rate: int | None = None) -> np.ndarray:
-        """Dequantised scores in label order (float64)."""
+    def _audio(self, waveform: np.ndarray, sample_rate: int | None) -> np.ndarray:
+        """Mono float32 (or integer PCM as given) at the model's rate."""
         cfg = self.config
-        rate = check_source_rate(sample_rate or cfg.sample_rate, cfg.sample_rate, "waveform")
+        rate = check_source_rate(sample_rate or cfg.sample_rate, cfg.sample_rate, "waveform", upsample=True)
         x = np.asarray(waveform)
         if x.ndim == 2 or rate != cfg.sample_rate or not np.issubdtype(x.dtype, np.integer):
             x = to_mono_float32(x)
         if rate != cfg.sample_rate:
+            if rate < cfg.sample_rate and rate not in self._noted_rates:
+                self._noted_rates.add(rate)
+                print(f"note: {rate} Hz audio is resampled up to the model's {cfg.sample_rate} Hz (it has no "
+                      f"content above {rate // 2} Hz)", file=sys.stderr, flush=True)
             x = resample(x, rate, cfg.sample_rate)
-        frames = log_mel(fit_to_clip(x, cfg), cfg)
-        return self._model.run(frames).copy()
+        return x
 
-    def classify(self, waveform: np.ndarray, sample_rate: int | None = None, *,
-                 top: int | None = None) -> list[tuple[str, float]]:
-        """``(label, score)`` pairs, best first (background labels included: this is a classifier)."""
+    def _window_scores(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Start frames and ``(windows, labels)`` scores of the clip-level rule."""
+        cfg = self.config
+        if x.shape[0] <= cfg.clip_samples:
+            return np.zeros(1, dtype=np.int64), self._model.run(log_mel(fit_to_clip(x, cfg), cfg)).copy()[None]
+        frames = log_mel(x, cfg)
+        starts = window_starts(frames.shape[0], cfg.n_frames)
+        return starts, np.stack([self._model.run(frames[s:s + cfg.n_frames]).copy() for s in starts])
+
+    def scores(self, waveform: np.ndarray, sample_rate: int | None = None) -> np.ndarray:
+        """Dequantised scores in label order (float64); the mean over windows for a clip longer than one."""
+        _, per_window = self._window_scores(self._audio(waveform, sample_rate))
+        return per_window.mean(axis=0)
+
+    def classify_clip(self, waveform: np.ndarray, sample_rate: int | None = None, *,
+                      top: int | None = None) -> ClipResult:
+        """The clip-level result with the per-window timeline (window start and end in seconds, scores)."""
+        cfg = self.config
+        starts, per_window = self._window_scores(self._audio(waveform, sample_rate))
+        mean = per_window.mean(axis=0)
+        hop_s = cfg.hop_length / cfg.sample_rate
+        window_s = ((cfg.n_frames - 1) * cfg.hop_length + cfg.n_fft) / cfg.sample_rate
+        timeline = [(round(float(s) * hop_s, 4), round(float(s) * hop_s + window_s, 4), sc)
+                    for s, sc in zip(starts, per_window)]
+        return ClipResult(top=top_k(mean, top, labels=self.labels), scores=mean, timeline=timeline)
+
+    def classify(self, waveform: np.ndarray, sample_rate: int | None = None, *, top: int | None = None,
+                 timeline: bool = False) -> list[tuple[str, float]] | ClipResult:
+        """``(label, score)`` pairs, best first (background labels included: this is a classifier); one
+        clip-level result for audio of any length. ``timeline=True`` returns the :class:`ClipResult`."""
+        if timeline:
+            return self.classify_clip(waveform, sample_rate, top=top)
         return top_k(self.scores(waveform, sample_rate), top, labels=self.labels)

@@ -9,6 +9,10 @@ The streaming path (one worker, any chunking, bit-identical results)::
          REARM_FRACTION x threshold before it can fire again) -> events (background labels never fire)
 
 Event time = end of the window, in seconds of the stream (dropped audio counted, so it stays wall-clock-like).
+Each event also carries ``start`` (the start of its onset window); when the label's smoothed score falls back
+below the threshold, an end record (``phase == "end"``, with ``start`` and ``end``) follows -- from
+:meth:`StreamingDetector.push_events`, ``WindowResult.ends`` and :meth:`StreamingDetector.finish`, never from
+:meth:`StreamingDetector.push` (see :mod:`edge.gate`).
 Settings left as ``None`` come from the bundle's tuned ``detector`` block in its manifest, else the
 ``DEFAULT_*`` constants below.
 """
@@ -24,7 +28,7 @@ import numpy as np
 
 from edge.bundle import Bundle, as_bundle
 from edge.classifier import _Model
-from edge.errors import AuricleError
+from edge.errors import AuricleError, BundleError
 from edge.features import StreamingLogMel, model_input_shape
 from edge.gate import REARM_FRACTION, Event, EventGate
 from edge.pcm import to_mono_float32
@@ -47,14 +51,22 @@ class WindowResult:
     scores: np.ndarray     # smoothed scores (a copy)
     raw: np.ndarray        # this window's own scores (a copy)
     events: tuple[Event, ...]
+    ends: tuple[Event, ...] = ()   # end records of sustained events that closed at this window (or before it)
 
 
-def _tuned(detector: Mapping[str, Any], *, threshold: float | None, smooth: int | None,
+def _tuned(detector: Any, *, threshold: float | None, smooth: int | None,
            min_gap: float | None) -> tuple[float, int, float]:
     """Settings given as ``None``: the bundle's tuned value (manifest ``detector``), else the library default."""
-    threshold = float(detector.get("threshold", DEFAULT_THRESHOLD)) if threshold is None else threshold
-    smooth = int(detector.get("smooth", DEFAULT_SMOOTH)) if smooth is None else smooth
-    min_gap = float(detector.get("min_gap", DEFAULT_MIN_GAP)) if min_gap is None else min_gap
+    if not isinstance(detector, Mapping):
+        raise BundleError("the bundle manifest's 'detector' entry must be an object; re-run tools/tune_detector "
+                          "or remove it")
+    try:
+        threshold = float(detector.get("threshold", DEFAULT_THRESHOLD)) if threshold is None else threshold
+        smooth = int(detector.get("smooth", DEFAULT_SMOOTH)) if smooth is None else smooth
+        min_gap = float(detector.get("min_gap", DEFAULT_MIN_GAP)) if min_gap is None else min_gap
+    except (TypeError, ValueError) as exc:
+        raise BundleError(f"the bundle manifest's tuned detector settings are malformed ({exc}); re-run "
+                          "tools/tune_detector or pass --threshold/--smooth/--min-gap") from None
     return threshold, smooth, min_gap
 
 
@@ -103,7 +115,8 @@ class StreamingDetector:
         self._n = n
         self._ring = np.zeros((2 * n, m), dtype=np.float32)         # frame f lives at f % n and f % n + n
         self._gate = EventGate(self.labels, self.background, threshold=self.threshold, smooth=self.smooth,
-                               min_gap=self.min_gap, all_scores=self.all_scores)
+                               min_gap=self.min_gap, all_scores=self.all_scores,
+                               window_seconds=((n - 1) * cfg.hop_length + cfg.n_fft) / cfg.sample_rate)
         self._frontend = StreamingLogMel(cfg)
         self._lat = np.zeros(max(1, latency_history), dtype=np.float64)
         self._inv = np.zeros(max(1, latency_history), dtype=np.float64)
@@ -152,12 +165,25 @@ class StreamingDetector:
         return out
 
     def push_windows(self, samples: np.ndarray) -> list[WindowResult]:
-        """Like :meth:`push` but returns every window classified (with its scores and events)."""
+        """Like :meth:`push` but returns every window classified (with its scores, events and end records)."""
         windows: list[WindowResult] = []
         self._feed(samples, [], windows)
         return windows
 
-    def _feed(self, samples: np.ndarray, events: list[Event], windows: list[WindowResult] | None) -> None:
+    def push_events(self, samples: np.ndarray) -> list[Event]:
+        """Like :meth:`push`, with the end records of sustained events in stream order among the onsets."""
+        out: list[Event] = []
+        self._feed(samples, out, None, ends=True)
+        return out
+
+    def finish(self) -> list[Event]:
+        """The stream ended: end records of the events still active (their ``end`` is their last window above
+        the threshold), and any not yet taken."""
+        self._gate.close()
+        return self._gate.take_ends()
+
+    def _feed(self, samples: np.ndarray, events: list[Event], windows: list[WindowResult] | None,
+              ends: bool = False) -> None:
         t0 = time.perf_counter()
         x = to_mono_float32(samples)
         self._in_samples += x.size
@@ -171,7 +197,7 @@ class StreamingDetector:
             self._write(frames[i:i + take])
             i += take
             if self._seg_frames == self._next_end:
-                self._classify(events, windows)
+                self._classify(events, windows, ends)
                 self._next_end += self.hop_frames
         self.process_seconds += time.perf_counter() - t0
 
@@ -192,7 +218,7 @@ class StreamingDetector:
             ring[n:n + rest] = frames[first:]
 
     # -- one window -----------------------------------------------------------------------------------
-    def _classify(self, events: list[Event], windows: list[WindowResult] | None) -> None:
+    def _classify(self, events: list[Event], windows: list[WindowResult] | None, ends: bool = False) -> None:
         t_start = time.perf_counter()
         s = self._seg_frames % self._n
         model = self._model
@@ -205,6 +231,9 @@ class StreamingDetector:
         t = self._window_end_time()
         index = self._stream_index
         fired = self._gate.fire(sm, t, index)
+        closed = tuple(self._gate.take_ends())   # always taken: push() callers never pile them up
+        if ends:
+            events.extend(closed)
         events.extend(fired)
         t_end = time.perf_counter()
         slot = self.windows % self._lat.size
@@ -215,7 +244,7 @@ class StreamingDetector:
         self._stream_index += 1
         if windows is not None:
             windows.append(WindowResult(time=t, window=index, scores=sm.copy(), raw=raw.copy(),
-                                        events=tuple(fired)))
+                                        events=tuple(fired), ends=closed))
 
     def _window_end_time(self) -> float:
         """Seconds of the stream at the end of the window just completed (gaps included)."""

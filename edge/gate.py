@@ -12,6 +12,16 @@ The rule, per window (``raw``: the model's scores for the window ending at ``t``
    (hysteresis; off at threshold 0), so one long word fires once;
 3. an armed foreground label fires when its smoothed score >= ``threshold`` and at least ``min_gap``
    seconds passed since its last event; events of one window are ordered by score, best first.
+
+Sustained sounds: an event (the *onset*, ``phase == "onset"``) carries ``start`` = the start of the window
+whose smoothed score crossed the threshold (``time - window_seconds``; ``time`` itself when the gate was
+not told the window length). The label then stays *active* while its smoothed score stays >= ``threshold``;
+the first window below it closes the event: an *end* record (``phase == "end"``) with the same ``label`` and
+``start``, ``end`` = the end time of the last window still at or above the threshold, ``time`` = the window
+that fell below, and ``score`` = the highest smoothed score while active. End records never appear in
+:meth:`EventGate.step`'s events (one event per word, counts unchanged): take them with
+:meth:`EventGate.take_ends`. A gap in the audio (:meth:`EventGate.restart_segment`) closes active events at
+their last window; :meth:`EventGate.close` closes them when the stream ends.
 """
 from __future__ import annotations
 
@@ -21,7 +31,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["Event", "EventGate", "REARM_FRACTION"]
+__all__ = ["Event", "EventGate", "REARM_FRACTION", "ONSET", "END"]
+
+ONSET, END = "onset", "end"
 
 REARM_FRACTION = 0.5       # after an event, a label fires again only once its score fell below this x threshold
 
@@ -30,23 +42,48 @@ REARM_FRACTION = 0.5       # after an event, a label fires again only once its s
 class Event:
     time: float            # end of the window, seconds of stream
     label: str
-    score: float           # smoothed score
+    score: float           # smoothed score (an end record: the highest while the event was active)
     window: int            # index of the window since the stream started
     scores: tuple[float, ...] | None = None   # all smoothed scores, when asked for
+    start: float | None = None   # start of the onset window, seconds of stream
+    end: float | None = None     # end records only: end of the last window at or above the threshold
+    phase: str = ONSET           # "onset" (the event) or "end" (the sound fell back below the threshold)
+
+    @property
+    def duration(self) -> float | None:
+        return None if self.end is None or self.start is None else max(0.0, self.end - self.start)
 
     def to_dict(self, labels: Sequence[str] | None = None) -> dict[str, Any]:
         d: dict[str, Any] = {"time": round(self.time, 4), "label": self.label, "score": round(self.score, 6)}
+        if self.start is not None:
+            d["start"] = round(self.start, 4)
+        if self.phase == END:
+            d["end"] = round(self.end if self.end is not None else self.time, 4)
+            d["duration"] = round(self.duration or 0.0, 4)
+            d["phase"] = END
         if self.scores is not None and labels is not None:
             d["scores"] = {lab: round(s, 6) for lab, s in zip(labels, self.scores)}
         return d
+
+
+@dataclasses.dataclass
+class _Active:
+    """An event whose label is still at or above the threshold."""
+    start: float
+    last: float            # end time of the last window at or above the threshold
+    peak: float
 
 
 class EventGate:
     """Stateful smoothing + firing rule over a stream of window scores (see the module doc)."""
 
     def __init__(self, labels: Sequence[str], background: Sequence[str] | frozenset[str], *, threshold: float,
-                 smooth: int, min_gap: float, all_scores: bool = False) -> None:
+                 smooth: int, min_gap: float, all_scores: bool = False, window_seconds: float = 0.0) -> None:
         self.labels = list(labels)
+        self.window_seconds = float(window_seconds)
+        self._active: dict[int, _Active] = {}
+        self._ends: list[Event] = []
+        self._index = 0
         self.threshold = float(threshold)
         self.smooth = int(smooth)
         self.min_gap = float(min_gap)
@@ -64,12 +101,45 @@ class EventGate:
         """A new stream: debounce and hysteresis cleared, smoothing restarted."""
         self._last.fill(-math.inf)
         self._armed.fill(True)
+        self._active.clear()
+        self._ends.clear()
         self.restart_segment()
 
     def restart_segment(self) -> None:
-        """Audio was lost: smoothing restarts (no average spans a gap); debounce state is kept."""
+        """Audio was lost: smoothing restarts (no average spans a gap); debounce state is kept; active events
+        end at their last window (see :meth:`take_ends`)."""
+        self.close()
         self._pos = 0
         self._count = 0
+
+    def close(self) -> list[Event]:
+        """End every active event at its last window above the threshold (the stream ended); the end
+        records are also queued for :meth:`take_ends`."""
+        closed = [self._end_record(li, a.last, self._index) for li, a in sorted(self._active.items())]
+        self._active.clear()
+        self._ends.extend(closed)
+        return closed
+
+    def take_ends(self) -> list[Event]:
+        """The end records since the last call (oldest first), and forget them."""
+        ends, self._ends = self._ends, []
+        return ends
+
+    def _end_record(self, li: int, t: float, index: int) -> Event:
+        a = self._active[li]
+        return Event(time=t, label=self.labels[li], score=a.peak, window=index, start=a.start, end=a.last,
+                     phase=END)
+
+    def _track(self, sm: np.ndarray, t: float, index: int) -> None:
+        """Extend or close the active events with this window's smoothed scores."""
+        self._index = index
+        for li in list(self._active):
+            a = self._active[li]
+            if sm[li] >= self.threshold:
+                a.last, a.peak = t, max(a.peak, float(sm[li]))
+            else:
+                self._ends.append(self._end_record(li, t, index))
+                del self._active[li]
 
     def smooth_scores(self, raw: np.ndarray) -> np.ndarray:
         """Mean of the last ``smooth`` windows of this segment (a preallocated buffer, valid until the next call)."""
@@ -86,6 +156,9 @@ class EventGate:
 
     def fire(self, sm: np.ndarray, t: float, index: int) -> list[Event]:
         """Threshold + per-label debounce and hysteresis over the foreground labels; best score first."""
+        if self._active:
+            self._track(sm, t, index)
+        self._index = index
         fg = self._fg_idx
         s = sm[fg]
         thr = self.threshold
@@ -97,11 +170,14 @@ class EventGate:
         if not ready.any():
             return []
         fired = []
+        start = max(0.0, t - self.window_seconds)
         for li in fg[ready]:
             self._last[li] = t
             self._armed[li] = False
+            if thr > 0.0:
+                self._active[int(li)] = _Active(start=start, last=t, peak=float(sm[li]))
             fired.append(Event(time=t, label=self.labels[li], score=float(sm[li]), window=index,
-                               scores=tuple(float(v) for v in sm) if self.all_scores else None))
+                               scores=tuple(float(v) for v in sm) if self.all_scores else None, start=start))
         if len(fired) > 1:
             fired.sort(key=lambda e: -e.score)
         return fired

@@ -23,6 +23,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from edge.cstreams import captured_c_stderr
 from edge.errors import AudioError, AuricleError
 from edge.pcm import to_mono_float32
 from edge.wavio import WaveReader
@@ -30,14 +31,15 @@ from edge.wavio import WaveReader
 __all__ = ["Chunk", "Source", "ArraySource", "FileSource", "read_audio", "check_source_rate"]
 
 
-def check_source_rate(rate: float, model_rate: int, what: str = "audio") -> int:
-    """A source rate the runtime can use: a positive integer >= the model's rate (it is resampled down)."""
+def check_source_rate(rate: float, model_rate: int, what: str = "audio", *, upsample: bool = False) -> int:
+    """A source rate the runtime can use: a positive integer >= the model's rate (it is resampled down), or
+    any positive integer with ``upsample`` (a clip classifier resamples a lower rate up)."""
     if not rate or rate <= 0 or not math.isfinite(rate):
         raise AudioError(f"{what} has sample rate {rate!r}; it needs a positive rate")
     if abs(rate - round(rate)) > 1e-6:
         raise AudioError(f"{what} has a non-integer sample rate {rate} Hz; resample it to {model_rate} Hz first")
     rate = int(round(rate))
-    if rate < model_rate:
+    if rate < model_rate and not upsample:
         raise AudioError(f"{what} is {rate} Hz but the model needs {model_rate} Hz audio (content up to "
                          f"{model_rate // 2} Hz); use a source recorded at {model_rate} Hz or more")
     return rate
@@ -171,7 +173,8 @@ class FileSource(Source):
         sf = _import_soundfile()
         if sf is not None:
             try:
-                return sf.SoundFile(str(p))
+                with captured_c_stderr():        # libsndfile's decoders print notes on fd 2 for junk input
+                    return sf.SoundFile(str(p))
             except Exception as exc:  # soundfile.LibsndfileError / RuntimeError
                 detail = " ".join(str(exc).split())
                 raise AudioError(f"cannot decode audio file {p} ({detail}); convert it to a WAV file "

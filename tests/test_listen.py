@@ -26,7 +26,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 import tiny_bundle  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -52,7 +51,7 @@ def word_stream(words, *, pad: float = 1.0, sr: int = 16000, noise: float = 30.0
 
 
 def to_48k(x16: np.ndarray) -> np.ndarray:
-    from edge.audio import resample
+    from edge.resample import resample
 
     y = resample(x16.astype(np.float32) / 32768, 16000, 48000)
     return np.clip(np.rint(y.astype(np.float64) * 32768), -32768, 32767).astype(np.int16)
@@ -120,16 +119,19 @@ def one_line_error(r: subprocess.CompletedProcess) -> str:
 # -- file runs ------------------------------------------------------------------------------------------------
 def test_file_run_human_and_json_output(edge_bundle, tmp_path):
     wav = write_wav(tmp_path / "s.wav", word_stream([YES_CLIP, NO_CLIP]), 16000)
-    r = run(["--model", edge_bundle, "--file", wav, "--threshold", "0.8", "--min-gap", "2"])
+    r = run(["--bundle", edge_bundle, "--file", wav, "--threshold", "0.8", "--min-gap", "2"])
     assert r.returncode == 0, r.stderr
-    lines = r.stdout.splitlines()
+    lines = [ln for ln in r.stdout.splitlines() if ln.split()[2] != "end"]     # end lines: after each word
     assert [ln.split()[1] for ln in lines] == ["yes", "no"]
-    t, label, score = lines[0].split()
+    t, label, score, word_from, start = lines[0].split()
     assert t.endswith("s") and 1.0 < float(t[:-1]) < 3.1 and 0.8 <= float(score) <= 1.0
+    assert word_from == "from" and float(start[:-1]) == pytest.approx(float(t[:-1]) - 0.992, abs=0.01)
+    ends = [ln.split() for ln in r.stdout.splitlines() if ln.split()[2] == "end"]
+    assert [e[1] for e in ends] == ["yes", "no"] and ends[0][3].startswith(start[:-1] + "-")
     assert "listening: bundle tiny_edge" in r.stderr and "backend ai_edge_litert" in r.stderr
     assert "summary:" in r.stderr and "windows classified" in r.stderr and "real-time factor" in r.stderr
 
-    r = run(["--model", edge_bundle, "--file", wav, "--json", "--all-scores", "--threshold", "0.8",
+    r = run(["--bundle", edge_bundle, "--file", wav, "--json", "--all-scores", "--threshold", "0.8",
              "--min-gap", "2"])
     assert r.returncode == 0, r.stderr
     rows = json_lines(r.stdout)
@@ -149,16 +151,43 @@ def test_file_run_human_and_json_output(edge_bundle, tmp_path):
 
 def test_background_labels_are_not_reported(edge_bundle, tmp_path):
     wav = write_wav(tmp_path / "quiet.wav", word_stream([], pad=4.0), 16000)
-    r = run(["--model", edge_bundle, "--file", wav, "--json", "--threshold", "0", "--min-gap", "0"])
+    r = run(["--bundle", edge_bundle, "--file", wav, "--json", "--threshold", "0", "--min-gap", "0"])
     rows = json_lines(r.stdout)
     labels = {d["label"] for d in rows if d["type"] == "event"}
     assert labels == {"yes", "no"}      # threshold 0: every foreground label fires, background never does
 
 
+def test_min_gap_defaults_to_the_bundles_tuned_value(edge_bundle, tmp_path):
+    """Without --min-gap the manifest's detector.min_gap is used (it was once overridden by the CLI's 1.0)."""
+    tuned = tiny_bundle.copy_bundle(edge_bundle, tmp_path / "tuned")
+    m = tiny_bundle.read_manifest(tuned)
+    m["detector"] = {"threshold": 0.0, "smooth": 1, "min_gap": 100.0}
+    tiny_bundle.write_manifest(tuned, m)
+    wav = write_wav(tmp_path / "quiet.wav", word_stream([], pad=4.0), 16000)   # 4 s: windows end 0.99-3.99 s
+
+    def labels_fired(*extra):
+        r = run(["--bundle", tuned, "--file", wav, "--json", *extra])
+        assert r.returncode == 0, r.stderr
+        return r.stderr, sorted(d["label"] for d in json_lines(r.stdout) if d["type"] == "event")
+
+    # threshold 0 (no hysteresis): each foreground label fires once per min-gap, so the count shows the gap
+    err, fired = labels_fired()
+    assert "threshold 0, smooth 1, min-gap 100 s" in err
+    assert fired == ["no", "yes"]                           # 100 s apart: once each in 4 s
+    err, fired = labels_fired("--min-gap", "1")
+    assert "min-gap 1 s" in err and fired == ["no"] * 4 + ["yes"] * 4   # at 0.99, 1.99, 2.99, 3.99 s: the flag wins
+    # the alias, and the library default when the manifest has no tuned min_gap
+    del m["detector"]["min_gap"]
+    tiny_bundle.write_manifest(tuned, m)
+    r = run(["--model", tuned, "--file", wav, "--json"])
+    assert r.returncode == 0, r.stderr
+    assert "min-gap 1 s" in r.stderr
+
+
 def test_several_files_restart_the_clock(edge_bundle, tmp_path):
     a = write_wav(tmp_path / "a.wav", word_stream([YES_CLIP]), 16000)
     b = write_wav(tmp_path / "b.wav", word_stream([NO_CLIP]), 16000)
-    r = run(["--model", edge_bundle, "--file", a, b, "--json", "--threshold", "0.8", "--min-gap", "2"])
+    r = run(["--bundle", edge_bundle, "--file", a, b, "--json", "--threshold", "0.8", "--min-gap", "2"])
     assert r.returncode == 0, r.stderr
     ev = [d for d in json_lines(r.stdout) if d["type"] == "event"]
     assert [(Path(d["source"]).name, d["label"]) for d in ev] == [("a.wav", "yes"), ("b.wav", "no")]
@@ -168,11 +197,11 @@ def test_several_files_restart_the_clock(edge_bundle, tmp_path):
 def test_record_writes_what_was_heard_and_replays_identically(edge_bundle, tmp_path):
     wav = write_wav(tmp_path / "s.wav", to_48k(word_stream([YES_CLIP, NO_CLIP])), 48000)
     rec = tmp_path / "rec"
-    r1 = run(["--model", edge_bundle, "--file", wav, "--json", "--record", rec])
+    r1 = run(["--bundle", edge_bundle, "--file", wav, "--json", "--record", rec])
     assert r1.returncode == 0, r1.stderr
     (recorded,) = rec.glob("*.wav")
     assert "recorded:" in r1.stderr
-    r2 = run(["--model", edge_bundle, "--file", recorded, "--json"])
+    r2 = run(["--bundle", edge_bundle, "--file", recorded, "--json"])
     strip = [{k: v for k, v in d.items() if k != "source"} for d in json_lines(r1.stdout) if d["type"] == "event"]
     again = [{k: v for k, v in d.items() if k != "source"} for d in json_lines(r2.stdout) if d["type"] == "event"]
     assert strip and strip == again
@@ -194,7 +223,7 @@ IMPORT_CHECK = textwrap.dedent("""
 
 def test_help_and_a_file_run_import_no_tensorflow_keras_or_librosa(edge_bundle, tmp_path):
     wav = write_wav(tmp_path / "s.wav", word_stream([YES_CLIP]), 16000)
-    for argv in (["--help"], ["--model", str(edge_bundle), "--file", str(wav), "--json"]):
+    for argv in (["--help"], ["--bundle", str(edge_bundle), "--file", str(wav), "--json"]):
         out = tmp_path / "mods.json"
         r = subprocess.run([PY, "-c", IMPORT_CHECK, str(out), json.dumps(argv)], capture_output=True, text=True,
                            cwd=REPO, timeout=120)
@@ -207,7 +236,7 @@ def test_help_and_a_file_run_import_no_tensorflow_keras_or_librosa(edge_bundle, 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_signals_end_cleanly_with_a_summary(edge_bundle, tmp_path, sig):
     wav = write_wav(tmp_path / "long.wav", word_stream([YES_CLIP] * 8), 16000)
-    p = subprocess.Popen([PY, "-m", "edge.listen", "--model", str(edge_bundle), "--file", str(wav), "--realtime",
+    p = subprocess.Popen([PY, "-m", "edge.listen", "--bundle", str(edge_bundle), "--file", str(wav), "--realtime",
                           "--json"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         while True:
@@ -231,9 +260,9 @@ def test_signals_end_cleanly_with_a_summary(edge_bundle, tmp_path, sig):
 # -- microphone: real sounddevice + PortAudio + ALSA file device ----------------------------------------
 MIC_RUN = textwrap.dedent("""
     import json, sys
-    from edge.audio import Microphone
+    from edge.detector import StreamingDetector
     from edge.listen import run_source
-    from edge.runtime import StreamingDetector
+    from edge.microphone import Microphone
 
     bundle, device, duration, det_kwargs = sys.argv[1], sys.argv[2], float(sys.argv[3]), json.loads(sys.argv[4])
     result = {}
@@ -252,8 +281,8 @@ MIC_RUN = textwrap.dedent("""
 
 
 def _library_run(bundle, source) -> dict:
+    from edge.detector import StreamingDetector
     from edge.listen import run_source
-    from edge.runtime import StreamingDetector
 
     det = StreamingDetector(bundle, sample_rate=source.sample_rate, **DET)
     wins, evs = [], []
@@ -264,7 +293,7 @@ def _library_run(bundle, source) -> dict:
 
 @pytest.mark.parametrize("rate", [16000, 48000])
 def test_file_array_and_microphone_give_identical_events_and_scores(edge_bundle, tmp_path, rate):
-    from edge.audio import ArraySource, FileSource
+    from edge.sources import ArraySource, FileSource
 
     x = word_stream([YES_CLIP, NO_CLIP, YES_CLIP], pad=0.7)
     if rate == 48000:
@@ -299,7 +328,7 @@ def test_listen_on_an_alsa_device_hears_the_right_words(edge_bundle, tmp_path):
     assert r.returncode == 0 and "yesmic" in r.stdout and "usb48" in r.stdout
 
     for device, word, opened in (("yesmic", "yes", "at 16000 Hz"), ("usb48", "no", "at 48000 Hz")):
-        r = run(["--model", edge_bundle, "--device", device, "--duration", "60", "--json", "--threshold", "0.8",
+        r = run(["--bundle", edge_bundle, "--device", device, "--duration", "60", "--json", "--threshold", "0.8",
                  "--min-gap", "2"], home=home)
         assert r.returncode == 0, r.stderr
         rows = json_lines(r.stdout)
@@ -314,7 +343,7 @@ def test_listen_on_an_alsa_device_hears_the_right_words(edge_bundle, tmp_path):
 
 QUEUE_RUN = textwrap.dedent("""
     import json, sys, time
-    from edge.audio import Microphone
+    from edge.microphone import Microphone
 
     src = Microphone(sys.argv[1], model_rate=16000, blocksize=512, max_queue_seconds=0.5)
     src.start()
@@ -343,7 +372,7 @@ def test_capture_queue_drops_the_oldest_audio_and_stays_bounded(tmp_path):
 def test_error_portaudio_missing(edge_bundle):
     code = ("import ctypes.util as u, runpy, sys; f = u.find_library; "
             "u.find_library = lambda n: None if 'portaudio' in n else f(n); "
-            f"sys.argv = ['edge.listen', '--model', {str(edge_bundle)!r}]; "
+            f"sys.argv = ['edge.listen', '--bundle', {str(edge_bundle)!r}]; "
             "runpy.run_module('edge.listen', run_name='__main__', alter_sys=True)")
     r = subprocess.run([PY, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60)
     line = one_line_error(r)
@@ -360,52 +389,52 @@ def test_error_no_input_device_with_default_bundle(edge_bundle, tmp_path):
 
 def test_error_unknown_device_and_unsupported_rate(edge_bundle, tmp_path):
     home = alsa_home(tmp_path, {"lowrate": (np.zeros(12345, np.int16), 12345, True)}, tail=1.0)
-    line = one_line_error(run(["--model", edge_bundle, "--device", "nosuchmic"], home=home))
+    line = one_line_error(run(["--bundle", edge_bundle, "--device", "nosuchmic"], home=home))
     assert "unknown --device 'nosuchmic'" in line and "--list-devices" in line
-    line = one_line_error(run(["--model", edge_bundle, "--device", "lowrate"], home=home))
+    line = one_line_error(run(["--bundle", edge_bundle, "--device", "lowrate"], home=home))
     assert "'lowrate' supports none of" in line and "16000 Hz" in line and "--device" in line
 
 
 def test_error_bundle_missing_corrupt_or_without_feature_settings(edge_bundle, tmp_path):
     wav = write_wav(tmp_path / "s.wav", word_stream([YES_CLIP]), 16000)
     line = one_line_error(run(["--file", wav], env={"AURICLE_BUNDLE": str(tmp_path / "nope")}))
-    assert "does not exist" in line and "--model" in line
-    line = one_line_error(run(["--model", tmp_path / "nope2", "--file", wav]))
+    assert "does not exist" in line and "--bundle" in line
+    line = one_line_error(run(["--bundle", tmp_path / "nope2", "--file", wav]))
     assert "does not exist" in line
 
     bad = tiny_bundle.copy_bundle(edge_bundle, tmp_path / "corrupt")
     with open(bad / "model_int8.tflite", "r+b") as fh:
         fh.seek(100)
         fh.write(b"\x00\xff\x00\xff")
-    line = one_line_error(run(["--model", bad, "--file", wav]))
+    line = one_line_error(run(["--bundle", bad, "--file", wav]))
     assert "sha256" in line and "rebuild" in line
 
     nofeat = tiny_bundle.copy_bundle(edge_bundle, tmp_path / "nofeat")
     m = tiny_bundle.read_manifest(nofeat)
     del m["feature_config"]
     (nofeat / "manifest.json").write_text(json.dumps(m))
-    line = one_line_error(run(["--model", nofeat, "--file", wav]))
+    line = one_line_error(run(["--bundle", nofeat, "--file", wav]))
     assert "feature" in line and "rebuild" in line
 
 
 def test_error_coral_without_model_or_delegate(edge_bundle, tmp_path):
     wav = write_wav(tmp_path / "s.wav", word_stream([YES_CLIP]), 16000)
-    line = one_line_error(run(["--model", edge_bundle, "--coral", "--file", wav]))
+    line = one_line_error(run(["--bundle", edge_bundle, "--coral", "--file", wav]))
     assert "edgetpu" in line and "edgetpu_compiler" in line
     tpu = tiny_bundle.add_fake_edgetpu_model(tiny_bundle.copy_bundle(edge_bundle, tmp_path / "tpu"))
-    line = one_line_error(run(["--model", tpu, "--coral", "--file", wav]))
+    line = one_line_error(run(["--bundle", tpu, "--coral", "--file", wav]))
     assert "libedgetpu.so.1" in line and "apt install" in line
 
 
 def test_error_unreadable_file(edge_bundle, tmp_path):
-    line = one_line_error(run(["--model", edge_bundle, "--file", tmp_path / "missing.wav"]))
+    line = one_line_error(run(["--bundle", edge_bundle, "--file", tmp_path / "missing.wav"]))
     assert "missing.wav" in line and "no such file" in line
     text = tmp_path / "notes.wav"
     text.write_text("not audio at all\n" * 20)
-    line = one_line_error(run(["--model", edge_bundle, "--file", text]))
+    line = one_line_error(run(["--bundle", edge_bundle, "--file", text]))
     assert "cannot decode" in line and "WAV" in line
     low = write_wav(tmp_path / "low.wav", np.zeros(8000, np.int16), 8000)
-    line = one_line_error(run(["--model", edge_bundle, "--file", low]))
+    line = one_line_error(run(["--bundle", edge_bundle, "--file", low]))
     assert "8000 Hz" in line and "needs 16000 Hz" in line
 
 
@@ -421,7 +450,7 @@ def test_demo_scores_a_synthetic_stream(edge_bundle, tmp_path):
         rows.append(f"{start:.3f},{start + 1.0:.3f},{w.parent.name}")
     (tmp_path / "stream.csv").write_text("\n".join(rows) + "\n")
 
-    r = run(["--stream", wav, "--model", edge_bundle, "--threshold", "0.8", "--min-gap", "2", "--json"],
+    r = run(["--stream", wav, "--bundle", edge_bundle, "--threshold", "0.8", "--min-gap", "2", "--json"],
             module="edge.demo")
     assert r.returncode == 0, r.stderr
     out = json_lines(r.stdout)
@@ -432,12 +461,12 @@ def test_demo_scores_a_synthetic_stream(edge_bundle, tmp_path):
     assert score["hits"] >= 3 and score["false_alarms"] <= 1
     assert score["timing_error_max_abs"] <= 1.0
 
-    r = run(["--stream", wav, "--model", edge_bundle, "--threshold", "0.8", "--min-gap", "2"], module="edge.demo")
+    r = run(["--stream", wav, "--bundle", edge_bundle, "--threshold", "0.8", "--min-gap", "2"], module="edge.demo")
     assert r.returncode == 0
     assert "hits " in r.stdout and "false alarms" in r.stdout and "rule: hit" in r.stdout
 
-    line = one_line_error(run(["--stream", tmp_path / "nope.wav", "--model", edge_bundle], module="edge.demo"))
+    line = one_line_error(run(["--stream", tmp_path / "nope.wav", "--bundle", edge_bundle], module="edge.demo"))
     assert "nope.wav" in line and "--stream" in line
-    line = one_line_error(run(["--stream", wav, "--truth", tmp_path / "nope.csv", "--model", edge_bundle],
+    line = one_line_error(run(["--stream", wav, "--truth", tmp_path / "nope.csv", "--bundle", edge_bundle],
                               module="edge.demo"))
     assert "nope.csv" in line and "--truth" in line

@@ -313,6 +313,8 @@ def test_broker_restart_mid_stream_listening_continues(broker, demo_events):
         for line in p.stdout:
             stdout.append(line)
             d = json.loads(line)
+            if d.get("type") != "event":        # event_end lines (the end of each sound) name the label too
+                continue
             if d.get("label") == "stop":
                 broker.stop()
             elif d.get("label") == "down":

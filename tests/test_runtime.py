@@ -169,8 +169,8 @@ def test_classifier_recognises_known_clips(edge_bundle):
     assert c.classify(x48, 48000)[0][0] == "yes"                     # resampled to the model rate
     stereo = np.stack([x, x], axis=1)
     np.testing.assert_array_equal(c.scores(stereo, 16000), c.scores(x, 16000))
-    with pytest.raises(AudioError, match="needs 16000 Hz"):
-        c.classify(x[::2], 8000)
+    assert check_source_rate(8000, 16000, upsample=True) == 8000    # a clip classifier resamples 8 kHz up
+    assert len(c.classify(x[::2], 8000)) == len(c.labels)
 
 
 def test_first_window_equals_classifier_on_the_same_second(edge_bundle, seed_bundle):

@@ -17,6 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 BEGIN, END = "<!-- RESULTS:BEGIN (tools/readme_results.py) -->", "<!-- RESULTS:END -->"
 ORDER = ("kws_mobilenet_edge", "kws_resnet18_edge", "kws_mobilenet_seed", "kws_resnet18_seed")
+_DATASETS = {"esc10": "ESC-10 fold 5 test"}
 
 
 def _pct(x: float | None) -> str:
@@ -46,7 +47,9 @@ def render() -> str:
         i8 = sizes.get("model_int8.tflite")
         ratio = f"{v['int8_to_float32_size']:.3f}" if v.get("int8_to_float32_size") else (
             f"{i8 / f32:.3f}" if (i8 and f32) else "n/a")
-        rows.append(f"| `{b.name}` | {net.get('name')} / {net.get('profile')} | {net.get('params', 0):,} | "
+        data = Path(str(tr.get("data") or "")).name
+        other = f" ({_DATASETS.get(data, data)}, clip-level)" if data and "speech_commands" not in data else ""
+        rows.append(f"| `{b.name}`{other} | {net.get('name')} / {net.get('profile')} | {net.get('params', 0):,} | "
                     f"{net.get('macs', 0) / 1e6:.1f} M | {_pct(acc.get('keras_float'))} | "
                     f"{_pct(acc.get('tflite_int8'))} | {_pct(v.get('agreement', {}).get('int8_vs_keras_float'))} | "
                     f"{_mb(i8)} | {ratio} | {summ.get('epochs_run', '?')} ep, {summ.get('train_seconds', 0):.0f} s, "
@@ -57,7 +60,9 @@ def render() -> str:
               "Speech Commands v0.02 test set (4,890 clips, 12 classes) with the speaker-disjoint split "
               "(3,965 train / 352 val / 573 test clips). Accuracy is on the **test** split; the int8 model runs "
               "in ai-edge-litert through the same code as the device. Training ran on one NVIDIA H200 "
-              "(Keras 3 on JAX; the seed MobileNet on PyTorch), conversion and evaluation on this 2-core CPU.",
+              "(Keras 3 on JAX; the seed MobileNet on PyTorch), conversion and evaluation on this 2-core CPU. "
+              "A bundle marked with another data set was trained and tested on that one instead (its "
+              "`report.md` gives the split and the per-window accuracy beside the clip-level one).",
               "",
               "| bundle | network / profile | params | MACs | float test | int8 test | int8 = float | int8 size "
               "| int8/f32 size | training |",

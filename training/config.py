@@ -6,12 +6,14 @@ No Keras here: a GPU host or the converter can read a run's configuration withou
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Mapping
 
 from edge.errors import AuricleError
 from edge.features import PROFILES, FeatureConfig, edge_config, seed_config
 
-__all__ = ["NETWORKS", "PROFILES", "DEFAULT_WIDTH", "STUDY_TARGETS", "TrainConfig", "feature_config_for"]
+__all__ = ["NETWORKS", "PROFILES", "DEFAULT_WIDTH", "STUDY_TARGETS", "TrainConfig", "feature_config_for",
+           "Frontend", "frontend_config"]
 
 NETWORKS = ("mobilenet", "resnet18")
 #: width multiplier (MobileNet alpha, ResNet channel scale) when --width is not given, by (network, profile)
@@ -73,3 +75,54 @@ def feature_config_for(profile: str) -> FeatureConfig:
     if profile == "seed":
         return seed_config()
     raise AuricleError(f"--profile must be 'seed' or 'edge', got {profile!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Frontend:
+    """The frontend settings a user may change (``None``: the profile's default, the shipped bundles' value).
+    Window and hop are in milliseconds, so they keep their meaning at any sample rate; the FFT size is the
+    smallest power of two that holds the window."""
+
+    sample_rate: int | None = None
+    clip_seconds: float | None = None
+    n_mels: int | None = None
+    window_ms: float | None = None
+    hop_ms: float | None = None
+    fmin: float | None = None
+    fmax: float | None = None
+
+    def is_default(self) -> bool:
+        return all(v is None for v in dataclasses.asdict(self).values())
+
+
+def _positive(name: str, value: float | None) -> None:
+    if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise AuricleError(f"--{name} {value!r} must be a positive number")
+
+
+def frontend_config(profile: str, frontend: Frontend | None = None) -> FeatureConfig:
+    """The profile's feature settings with the user's changes applied (see :class:`Frontend`)."""
+    base = feature_config_for(profile)
+    f = frontend or Frontend()
+    if f.is_default():
+        return base
+    for name in ("sample_rate", "clip_seconds", "n_mels", "window_ms", "hop_ms", "fmax"):
+        _positive(name.replace("_", "-"), getattr(f, name))
+    if f.fmin is not None and not (math.isfinite(f.fmin) and f.fmin >= 0):
+        raise AuricleError(f"--fmin {f.fmin!r} must be >= 0 Hz")
+    sr = int(f.sample_rate or base.sample_rate)
+    window_ms = f.window_ms or base.win_length * 1000.0 / base.sample_rate
+    hop_ms = f.hop_ms or base.hop_length * 1000.0 / base.sample_rate
+    win = max(1, int(round(window_ms * sr / 1000.0)))
+    hop = max(1, int(round(hop_ms * sr / 1000.0)))
+    n_fft = 1 << max(0, (win - 1).bit_length())
+    fmax = f.fmax if f.fmax is not None else min(base.fmax, sr / 2.0)
+    fmin = f.fmin if f.fmin is not None else base.fmin
+    if fmax > sr / 2.0:
+        raise AuricleError(f"--fmax {fmax:g} Hz is above half the sample rate ({sr / 2:g} Hz); lower it or raise "
+                           "--sample-rate")
+    if fmin >= fmax:
+        raise AuricleError(f"--fmin {fmin:g} Hz must be below --fmax {fmax:g} Hz")
+    return dataclasses.replace(base, sample_rate=sr, win_length=win, hop_length=hop, n_fft=n_fft,
+                               n_mels=int(f.n_mels or base.n_mels), fmin=float(fmin), fmax=float(fmax),
+                               clip_duration=float(f.clip_seconds or base.clip_duration))

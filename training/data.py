@@ -4,28 +4,35 @@ Layouts (``layout="auto"`` picks ``folders`` when any sub-folder of the root hol
 
 * ``folders`` -- one folder per class, ``root/dog/x.wav``; files may sit in nested folders below the class
   folder. Audio directly in the root is reported as skipped.
-* ``filenames`` -- flat files in the root, labelled by name (:func:`label_from_name`):
-  ``Laughter_284.m4a`` -> ``Laughter``.
+* ``filenames`` -- flat files in the root, labelled by name. The rule is inferred from all the names
+  (:func:`infer_rule`): ``<word>_<speaker>_nohash_<n>`` (Speech Commands) -> word; ``<label>_<speaker>_<n>``
+  when the middle fields repeat across labels (spoken digits: ``3_jackson_12``) -> ``3``; otherwise
+  :func:`label_from_name` (the study's ``Laughter_284.m4a`` -> ``Laughter``). ``--label-regex`` overrides it
+  (first group of the regex, searched in the stem).
 
 Audio files are those ending in one of :data:`AUDIO_EXTENSIONS` (any case; ``x.wav.wav`` too). Hidden files
 and folders (``.``), every other file (README, LICENSE, CSV ...) and the folders in :data:`IGNORED_DIRS`
 are ignored.
 
-Groups keep one speaker or source inside one split: ``<speaker>_nohash_<n>`` names (Speech Commands, also as
-``word_<speaker>_nohash_<n>``) belong to the speaker; any other file is its own group, named by its stem.
-:func:`split_of` (the one rule, from :mod:`edge.splits`) maps a group to ``train`` / ``val`` / ``test`` by
-``sha1(group) % 100`` (< 80, 80-89, >= 90).
+Groups keep one speaker or source inside one split: ``--group-by REGEX`` (first group, searched in the stem;
+a name it does not match is its own group, with a warning); else the speaker of ``<speaker>_nohash_<n>`` and
+``<label>_<speaker>_<n>`` names; else each file is its own group, named by its stem. :func:`split_of` (the
+one rule, from :mod:`edge.splits`) maps a group to ``train`` / ``val`` / ``test`` by ``sha1(group) % 100``
+(< 80, 80-89, >= 90); ``--split-file CSV`` (``path,split``) gives the user's own split instead. The
+inspector counts groups with clips in more than one split (0 under a group rule) and warns when the labels
+or groups look wrong (:func:`naming_warnings`).
 
 Decoding (:func:`load_audio`): WAV/FLAC/OGG through soundfile; m4a, mp3, aac, wma, opus and webm through
 pydub with the ffmpeg binary of ``imageio-ffmpeg`` (no system ffmpeg or ffprobe needed). Audio is mixed to
 mono and resampled with soxr. Empty, truncated, undecodable and non-finite files raise :class:`AudioError`;
 :func:`load_dataset` lists them in ``skipped`` (or raises with ``strict=True``).
 
-:func:`load_dataset` keeps fixed-length waveforms (:func:`edge.features.fit_to_clip`) and caches them on
-disk, keyed by the frontend settings and each file's sha1, in ``.npz`` packs (read with
-``allow_pickle=False``). Features are not kept: training computes them once from the waveforms, with the
-context frames its time-shift augmentation needs (:mod:`training.featureset`). Cache folder: ``cache_dir``,
-else ``$AURICLE_CACHE``, else ``~/.cache/auricle/features``; delete it at any time to reclaim the space.
+:func:`load_dataset` keeps fixed-length waveforms (:func:`edge.features.fit_to_clip`), or whole clips up to
+``keep_seconds`` (``Dataset.lengths``), and caches them on disk, keyed by the frontend settings (whole clips:
+the rate and the kept length) and each file's sha1, in ``.npz`` packs (read with ``allow_pickle=False``).
+Features are not kept: training computes them once from the waveforms, with the context frames its
+time-shift augmentation needs (:mod:`training.featureset`). Cache folder: ``cache_dir``, else
+``$AURICLE_CACHE``, else ``~/.cache/auricle/features``; delete it at any time to reclaim the space.
 
 Split files (``path,label,group,split``) are the run folder's format, read and written by
 :mod:`training.run_folder`; :func:`write_split_csv` and :func:`read_split_csv` take and give :class:`Clip`.
@@ -43,6 +50,7 @@ import functools
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import struct
@@ -56,7 +64,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from edge.errors import AudioError, AuricleError, run_cli
-from edge.features import FeatureConfig, fit_to_clip
+from edge.features import FeatureConfig
 from edge.fileio import atomic_writer, write_text_atomic
 from edge.splits import SPLITS, split_of
 from training.run_folder import SplitRow, read_split, write_split
@@ -67,6 +75,17 @@ __all__ = [
     "LAYOUTS",
     "SPLITS",
     "Clip",
+    "Naming",
+    "NAMING_RULES",
+    "compile_rule",
+    "infer_rule",
+    "read_split_assignments",
+    "groups_across_splits",
+    "naming_warnings",
+    "probe_seconds",
+    "auto_clip_seconds",
+    "add_naming_options",
+    "naming_from",
     "Discovery",
     "AudioInfo",
     "Dataset",
@@ -161,6 +180,161 @@ def group_of(name: str) -> str:
     return m.group("speaker") if m else stem
 
 
+# -- user-controlled and inferred naming rules ----------------------------------------------------------
+_LABEL_SPEAKER_N = re.compile(r"^(?P<label>[^_]+)_(?P<speaker>[^_]+)_(?P<n>\d+)$")
+NAMING_RULES = ("label-regex", "nohash", "label_speaker_n", "label_n")
+
+
+def compile_rule(pattern: str | None, option: str) -> re.Pattern | None:
+    """A user's regular expression with at least one group, or :class:`AuricleError` naming the problem."""
+    if pattern is None:
+        return None
+    try:
+        rx = re.compile(pattern)
+    except re.error as exc:
+        raise AuricleError(f"{option} {pattern!r} is not a valid regular expression ({exc}); fix it, e.g. "
+                           f"{option} '^([^_]+)_'") from None
+    if rx.groups < 1:
+        raise AuricleError(f"{option} {pattern!r} has no group; put what you want in parentheses, e.g. "
+                           f"{option} '^([^_]+)_'")
+    return rx
+
+
+@dataclasses.dataclass(frozen=True)
+class Naming:
+    """How names become labels and groups. ``label_regex`` (flat files; first group = label) and
+    ``group_regex`` (any layout; first group = split group) are the user's; without them the rule is
+    inferred from the names (:func:`infer_rule`). Both regexes are searched in the file's stem."""
+
+    label_regex: str | None = None
+    group_regex: str | None = None
+    split_file: str | None = None
+
+    def compiled(self) -> tuple[re.Pattern | None, re.Pattern | None]:
+        return compile_rule(self.label_regex, "--label-regex"), compile_rule(self.group_regex, "--group-by")
+
+
+def infer_rule(stems: Sequence[str]) -> str:
+    """The automatic rule for flat names: ``nohash`` (Speech Commands), ``label_speaker_n`` when most names
+    are ``<a>_<b>_<n>`` and the ``<b>`` fields repeat across several ``<a>`` values (spoken digits:
+    ``3_jackson_12``), else ``label_n`` (the study's ``Laughter_284``; see :func:`label_from_name`)."""
+    if not stems:
+        return "label_n"
+    if sum(1 for s in stems if _NOHASH.match(s)) >= 0.5 * len(stems):
+        return "nohash"
+    parts = [m.groups() for m in map(_LABEL_SPEAKER_N.match, stems) if m]
+    if len(parts) < 0.8 * len(stems):
+        return "label_n"
+    firsts = {a for a, _, _ in parts}
+    pairs = {(a, b) for a, b, _ in parts}
+    seconds = {b for _, b, _ in parts}
+    shared = sum(1 for b in seconds if sum(1 for a in firsts if (a, b) in pairs) > 1)
+    return "label_speaker_n" if len(firsts) >= 2 and shared >= max(2, 0.5 * len(seconds)) else "label_n"
+
+
+def _labeller(rule: str, label_rx: re.Pattern | None) -> Callable[[str], str | None]:
+    if label_rx is not None:
+        def by_regex(stem: str) -> str | None:
+            m = label_rx.search(stem)
+            return (m.group(1) or None) if m else None
+        return by_regex
+    if rule == "label_speaker_n":
+        return lambda stem: m.group("label") if (m := _LABEL_SPEAKER_N.match(stem)) else label_from_name(stem)
+    return label_from_name
+
+
+def _grouper(rule: str, group_rx: re.Pattern | None, misses: list[str]) -> Callable[[str], str]:
+    """Stem -> group. A name the ``--group-by`` regex does not match is its own group (listed in ``misses``)."""
+    if group_rx is not None:
+        def by_regex(stem: str) -> str:
+            m = group_rx.search(stem)
+            if m and m.group(1):
+                return m.group(1)
+            misses.append(stem)
+            return stem
+        return by_regex
+    if rule == "label_speaker_n":
+        return lambda stem: m.group("speaker") if (m := _LABEL_SPEAKER_N.match(stem)) else group_of(stem)
+    return group_of
+
+
+def read_split_assignments(path: str | os.PathLike, root: Path) -> dict[Path, str]:
+    """A user's split file: CSV with a header holding ``path`` and ``split`` columns (others ignored; the run
+    folder's ``split.csv`` qualifies). Paths are relative to the data folder (or absolute). Split values are
+    train / val / test (``validation`` is read as val)."""
+    import csv
+
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except OSError as exc:
+        raise AuricleError(f"cannot read --split-file {str(path)!r}: {exc.strerror or exc}") from None
+    reader = csv.DictReader(io.StringIO(text))
+    if not reader.fieldnames or not {"path", "split"} <= {f.strip() for f in reader.fieldnames}:
+        raise AuricleError(f"--split-file {path}: needs a header with 'path' and 'split' columns, got "
+                           f"{reader.fieldnames}; write e.g. 'path,split' then 'dog/1.wav,train'")
+    out: dict[Path, str] = {}
+    for line_no, row in enumerate(reader, start=2):
+        row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
+        if not row.get("path"):
+            continue
+        split = {"validation": "val", "valid": "val"}.get(row["split"].lower(), row["split"].lower())
+        if split not in SPLITS:
+            raise AuricleError(f"--split-file {path}:{line_no}: split {row['split']!r} is not one of {SPLITS}")
+        out[Path(os.path.abspath(root / Path(row["path"])))] = split
+    if not out:
+        raise AuricleError(f"--split-file {path} lists no clips; add 'path,split' rows")
+    return out
+
+
+def _assign_splits(clips: list[Clip], split_file: str, root: Path) -> tuple[list[Clip], list[Path]]:
+    """Clips with the split file's splits, and the clips it does not list. Paths it names that are not
+    labelled clips under ``root`` are an error (one line, the first of them)."""
+    wanted = read_split_assignments(split_file, root)
+    by_path = {c.path: c for c in clips}
+    unknown = [p for p in wanted if p not in by_path]
+    if unknown:
+        raise AuricleError(f"--split-file {split_file} names {len(unknown)} path(s) that are not labelled clips "
+                           f"under {str(root)!r} (first: {_relative(unknown[0], root)!r}); paths must be relative "
+                           "to the data folder")
+    kept = [dataclasses.replace(c, assigned=wanted[c.path]) for c in clips if c.path in wanted]
+    return kept, [c.path for c in clips if c.path not in wanted]
+
+
+def groups_across_splits(clips: Iterable[Clip]) -> int:
+    """How many groups have clips in more than one split (0 whenever splits come from the group rule)."""
+    seen: dict[str, set[str]] = {}
+    for c in clips:
+        seen.setdefault(c.group, set()).add(c.split)
+    return sum(1 for s in seen.values() if len(s) > 1)
+
+
+def naming_warnings(clips: Sequence[Clip], *, layout: str, naming: Naming, rule: str) -> list[str]:
+    """Signs that labels or groups were inferred wrongly: many classes of few clips whose names share a leading
+    field, or file-name prefixes (speakers?) that land in more than one split."""
+    out: list[str] = []
+    counts = Counter(c.label for c in clips)
+    if layout == "filenames" and naming.label_regex is None and len(counts) >= 8:
+        heads = {label.split("_", 1)[0] for label in counts if "_" in label}
+        median = sorted(counts.values())[len(counts) // 2]
+        if median <= 20 and heads and len(heads) <= len(counts) / 3:
+            example = next(iter(sorted(counts)))
+            out.append(f"{len(counts)} classes of {median} clips (median) whose names share {len(heads)} leading "
+                       f"fields (e.g. {example!r}): if the label is the leading field, pass --label-regex "
+                       "'^([^_]+)_' (and --group-by for the speaker)")
+    if naming.group_regex is None and rule in ("label_n", "folders") and clips:
+        prefix: dict[str, set[str]] = {}
+        for c in clips:
+            stem = audio_stem(c.path.name)
+            if c.group == stem and "_" in stem:
+                prefix.setdefault(stem.split("_", 1)[0], set()).add(c.split)
+        crossing = [p for p, s in prefix.items() if len(s) > 1]
+        if crossing and len(prefix) <= 0.5 * len(clips):
+            out.append(f"{len(crossing)} file-name prefixes (e.g. {sorted(crossing)[0]!r}) have clips in more than "
+                       "one split; if the prefix is the speaker or source, pass --group-by '^([^_]+)_' so each "
+                       "stays in one split")
+    return out
+
+
 @dataclasses.dataclass(frozen=True)
 class Clip:
     """One labelled audio file. ``path`` is absolute; ``group`` decides the split."""
@@ -168,20 +342,25 @@ class Clip:
     path: Path
     label: str
     group: str
+    assigned: str | None = None     # the split a --split-file gave; None: the hash rule on the group
 
     @property
     def split(self) -> str:
-        return split_of(self.group)
+        return self.assigned or split_of(self.group)
 
 
 @dataclasses.dataclass(frozen=True)
 class Discovery:
-    """What :func:`scan` found: the clips, audio files it could not label, and the layout it used."""
+    """What :func:`scan` found: the clips, audio files it could not label, the layout and naming rule it used,
+    the stems a ``--group-by`` regex did not match (each its own group) and warnings about the naming."""
 
     root: Path
     layout: str
     clips: tuple[Clip, ...]
     rejected: tuple[tuple[Path, str], ...]
+    rule: str = "label_n"
+    group_misses: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
 
 
 def _is_hidden(name: str) -> bool:
@@ -226,36 +405,54 @@ def _check_root(root: str | os.PathLike) -> Path:
     return Path(os.path.abspath(path))
 
 
-def scan(root: str | os.PathLike, *, layout: str = "auto") -> Discovery:
-    """Find the labelled clips under ``root`` (see the module docstring for layouts and rules)."""
+def scan(root: str | os.PathLike, *, layout: str = "auto", naming: Naming | None = None) -> Discovery:
+    """Find the labelled clips under ``root`` (see the module docstring for layouts and rules; ``naming`` holds
+    the user's --label-regex / --group-by / --split-file)."""
     if layout not in LAYOUTS:
         raise AuricleError(f"layout {layout!r} is not one of {LAYOUTS}")
+    naming = naming or Naming()
+    label_rx, group_rx = naming.compiled()
     root = _check_root(root)
     class_dirs = _class_dirs(root)
     per_class = {d: list(_audio_below(d)) for d in class_dirs} if layout != "filenames" else {}
     if layout == "auto":
-        layout = "folders" if any(per_class.values()) else "filenames"
+        layout = "folders" if any(per_class.values()) and label_rx is None else "filenames"
     loose = [Path(e.path) for e in _sorted_entries(root) if e.is_file() and _is_audio(e.name)]
+    rule = "label-regex" if label_rx is not None else (
+        infer_rule([audio_stem(f.name) for f in loose]) if layout == "filenames" else "folders")
+    misses: list[str] = []
+    group = _grouper(rule, group_rx, misses)
     clips: list[Clip] = []
     rejected: list[tuple[Path, str]] = []
     if layout == "folders":
         for folder, files in per_class.items():
-            clips.extend(Clip(f, folder.name, group_of(f.name)) for f in files)
+            clips.extend(Clip(f, folder.name, group(audio_stem(f.name))) for f in files)
         rejected.extend((f, "audio file outside any class folder (layout 'folders')") for f in loose)
     else:
+        label = _labeller(rule, label_rx)
+        why = (f"name does not match --label-regex {naming.label_regex!r}" if label_rx is not None else
+               "no label in the file name; name it <label>_<n>.<ext>, use class folders or pass --label-regex")
         for f in loose:
-            label = label_from_name(f.name)
-            if label is None:
-                rejected.append((f, "no label in the file name; name it <label>_<n>.<ext> or use class folders"))
+            lab = label(audio_stem(f.name))
+            if lab is None:
+                rejected.append((f, why))
             else:
-                clips.append(Clip(f, label, group_of(f.name)))
+                clips.append(Clip(f, lab, group(audio_stem(f.name))))
+    if naming.split_file:
+        clips, unlisted = _assign_splits(clips, naming.split_file, root)
+        rejected.extend((f, "not listed in --split-file") for f in unlisted)
     clips.sort(key=lambda c: (c.label, str(c.path)))
-    return Discovery(root=root, layout=layout, clips=tuple(clips), rejected=tuple(rejected))
+    warns = naming_warnings(clips, layout=layout, naming=naming, rule=rule)
+    if misses:
+        warns.append(f"{len(misses)} file name(s) do not match --group-by {naming.group_regex!r} (e.g. "
+                     f"{misses[0]!r}); each of them is its own group")
+    return Discovery(root=root, layout=layout, clips=tuple(clips), rejected=tuple(rejected), rule=rule,
+                     group_misses=tuple(misses), warnings=tuple(warns))
 
 
-def discover(root: str | os.PathLike, *, layout: str = "auto") -> list[Clip]:
+def discover(root: str | os.PathLike, *, layout: str = "auto", naming: Naming | None = None) -> list[Clip]:
     """The labelled clips under ``root``, sorted by label then path. Unlabelled files are left out."""
-    return list(scan(root, layout=layout).clips)
+    return list(scan(root, layout=layout, naming=naming).clips)
 
 
 # -- split files ------------------------------------------------------------------------------------
@@ -520,8 +717,12 @@ def default_cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "auricle" / "features"
 
 
-def _cache_key(config: FeatureConfig) -> dict[str, Any]:
-    return {"cache_version": CACHE_VERSION, "frontend": config.frontend_key}
+def _cache_key(config: FeatureConfig, store_samples: int | None = None) -> dict[str, Any]:
+    """Waveforms fitted to the clip length are keyed by the frontend settings (as they always were); whole
+    clips kept up to ``store_samples`` (longer than one window) by the rate and that length only."""
+    if store_samples is None or store_samples == config.clip_samples:
+        return {"cache_version": CACHE_VERSION, "frontend": config.frontend_key}
+    return {"cache_version": CACHE_VERSION, "sample_rate": config.sample_rate, "whole_clip_samples": store_samples}
 
 
 class _WaveformCache:
@@ -533,11 +734,11 @@ class _WaveformCache:
 
     _ARRAYS = ("sha1", "waveforms", "sample_rate", "channels", "frames")
 
-    def __init__(self, directory: Path, config: FeatureConfig) -> None:
-        key_json = json.dumps(_cache_key(config), sort_keys=True)
+    def __init__(self, directory: Path, config: FeatureConfig, store_samples: int | None = None) -> None:
+        key_json = json.dumps(_cache_key(config, store_samples), sort_keys=True)
         self.key_json = key_json
         self.dir = directory / hashlib.sha1(key_json.encode()).hexdigest()[:16]
-        self.wave_shape = (config.clip_samples,)
+        self.wave_shape = (store_samples or config.clip_samples,)
         self._pending: list[tuple[str, np.ndarray, AudioInfo]] = []
         self.warnings: list[str] = []
 
@@ -621,7 +822,8 @@ class Dataset:
 
     ``labels`` holds every discovered class (sorted), including any whose clips were all skipped -- see
     :meth:`check_trainable`. ``waveforms`` are mono at ``config.sample_rate``, padded/cropped by
-    :func:`edge.features.fit_to_clip`.
+    :func:`edge.features.fit_to_clip` -- to the clip length, or with ``keep_seconds`` to that longer length
+    (whole clips: ``lengths`` gives the samples of each clip's own audio in its row).
     """
 
     root: Path
@@ -636,6 +838,8 @@ class Dataset:
     channels: np.ndarray        # (N,) native channel count
     durations: np.ndarray       # (N,) native duration in seconds (before fit_to_clip)
     skipped: list[tuple[Path, str]]
+    lengths: np.ndarray | None = None   # (N,) samples of each clip's own audio in its row (<= row length)
+    discovery: Discovery | None = None
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -708,8 +912,8 @@ class _Rows:
     ok: np.ndarray              # (n,) bool
 
     @classmethod
-    def empty(cls, n: int, config: FeatureConfig) -> "_Rows":
-        return cls(np.empty((n, config.clip_samples), dtype=np.float32), np.zeros((n, 3), dtype=np.int64),
+    def empty(cls, n: int, width: int) -> "_Rows":
+        return cls(np.empty((n, width), dtype=np.float32), np.zeros((n, 3), dtype=np.int64),
                    np.zeros(n, dtype=bool))
 
     def put(self, i: int, wave: np.ndarray, native: AudioInfo) -> None:
@@ -756,6 +960,14 @@ def _fill_from_cache(cache: _WaveformCache, clips: Sequence[Clip], rows: _Rows) 
         rows.ok[dst] = True
 
 
+def _fit_row(mono: np.ndarray, width: int) -> np.ndarray:
+    """Zero-pad at the end or centre-crop to ``width`` samples (:func:`edge.features.fit_to_clip`'s rule)."""
+    if mono.size > width:
+        start = (mono.size - width) // 2
+        return mono[start:start + width]
+    return np.pad(mono, (0, width - mono.size))
+
+
 def _decode_missing(clips: Sequence[Clip], rows: _Rows, config: FeatureConfig, cache: _WaveformCache | None,
                     skip: Callable[[Path, str], None], skipped: list[tuple[Path, str]], progress: bool) -> None:
     """Decode every clip the cache did not hold into ``rows`` (and into the cache)."""
@@ -772,7 +984,7 @@ def _decode_missing(clips: Sequence[Clip], rows: _Rows, config: FeatureConfig, c
             except AudioError as exc:
                 skip(clip.path, str(exc))
             else:
-                rows.put(i, fit_to_clip(mono, config), native)
+                rows.put(i, _fit_row(mono, rows.waveforms.shape[1]), native)
                 decoded += 1
                 if cache is not None:
                     cache.put(hashlib.sha1(data).hexdigest(), rows.waveforms[i].copy(), native)
@@ -785,9 +997,27 @@ def _decode_missing(clips: Sequence[Clip], rows: _Rows, config: FeatureConfig, c
     bar.finish(cached=hits, decoded=decoded, skipped=len(skipped))
 
 
+def probe_seconds(path: Path) -> float:
+    """A file's duration from its header (soundfile), else by decoding it; 0.0 when it cannot be read."""
+    if path.suffix.lower() in _SOUNDFILE_EXTS:
+        try:
+            import soundfile as sf
+            info = sf.info(str(path))
+            if info.samplerate > 0 and info.frames > 0:
+                return info.frames / info.samplerate
+        except Exception:  # fall through to decoding: libsndfile's verdict on arbitrary bytes
+            pass
+    try:
+        _, info = _decode_checked(path, _read_bytes(path))
+    except AudioError:
+        return 0.0
+    return info.duration
+
+
 def load_dataset(root: str | os.PathLike, config: FeatureConfig, *, layout: str = "auto", strict: bool = False,
                  cache_dir: str | os.PathLike | None = None, use_cache: bool = True,
-                 progress: bool = True) -> Dataset:
+                 progress: bool = True, naming: Naming | None = None,
+                 keep_seconds: float | None = None) -> Dataset:
     """Discover and decode every clip under ``root``, fitted to the clip length.
 
     Files that cannot be used (unreadable, empty, truncated, undecodable, NaN/inf, unlabelled) are listed in
@@ -797,10 +1027,16 @@ def load_dataset(root: str | os.PathLike, config: FeatureConfig, *, layout: str 
     ``use_cache=False`` turns it off) by frontend settings and file content, so a rerun decodes nothing.
     Raises :class:`AuricleError` when the folder is missing or holds no usable clip.
     Call :meth:`Dataset.check_trainable` before training.
+
+    ``keep_seconds`` keeps whole clips: every row is that long (at least one window), a shorter clip
+    zero-padded at the end, a longer one centre-cropped to it; ``Dataset.lengths`` gives each clip's own
+    samples. ``naming`` holds the user's label / group regexes and split file (:class:`Naming`).
     """
     if not isinstance(config, FeatureConfig):
         raise AuricleError(f"config must be an edge.features.FeatureConfig, got {type(config).__name__}")
-    found = scan(root, layout=layout)
+    found = scan(root, layout=layout, naming=naming)
+    for warning in found.warnings:
+        _note(progress, f"warning: {warning}")
     skipped: list[tuple[Path, str]] = []
     skip = _skipper(skipped, strict=strict, note=progress,
                     fix="fix or remove the file, or turn strict off to skip it")
@@ -808,11 +1044,12 @@ def load_dataset(root: str | os.PathLike, config: FeatureConfig, *, layout: str 
         skip(path, reason)
     if not found.clips:
         raise AuricleError(trainability_problem({}, root=found.root) or "no clips")
-    rows = _Rows.empty(len(found.clips), config)
+    width = max(config.clip_samples, int(round((keep_seconds or 0.0) * config.sample_rate)))
+    rows = _Rows.empty(len(found.clips), width)
     cache = None
     if use_cache:
         cache = _WaveformCache(Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir(),
-                               config)
+                               config, width)
         _fill_from_cache(cache, found.clips, rows)
     _decode_missing(found.clips, rows, config, cache, skip, skipped, progress)
     keep = np.flatnonzero(rows.ok)
@@ -832,6 +1069,9 @@ def load_dataset(root: str | os.PathLike, config: FeatureConfig, *, layout: str 
         channels=rows.info[:, 1].copy(),
         durations=rows.info[:, 2] / np.maximum(rows.info[:, 0], 1),
         skipped=skipped,
+        lengths=np.minimum(np.ceil(rows.info[:, 2] * config.sample_rate / np.maximum(rows.info[:, 0], 1)),
+                           width).astype(np.int64),
+        discovery=found,
     )
 
 
@@ -853,17 +1093,48 @@ class DatasetReport:
     split_groups: dict[str, int]
     skipped: tuple[tuple[Path, str], ...]
     problem: str | None
+    rule: str = "label_n"
+    groups: int = 0
+    groups_across: int = 0                # groups with clips in more than one split
+    split_source: str = "hash"            # "hash" (sha1 of the group) or the --split-file path
+    warnings: tuple[str, ...] = ()
+    clip_seconds: tuple[float, str] | None = None   # the automatic clip length and why
+    group_rule: str = "speaker of <speaker>_nohash_<n> names, else each file"
+
+
+AUTO_CLIP_PERCENTILE = 90.0
+AUTO_CLIP_MAX_SECONDS = 10.0
+AUTO_CLIP_MIN_SECONDS = 0.5
+
+
+def auto_clip_seconds(durations: Sequence[float], *, percentile: float = AUTO_CLIP_PERCENTILE,
+                      cap: float = AUTO_CLIP_MAX_SECONDS) -> tuple[float, str]:
+    """``--clip-seconds auto``: the ``percentile`` of the clip durations (so most clips fit in one window and
+    longer ones are covered by several), rounded up to 0.1 s, between 0.5 s and ``cap``; and the reason."""
+    d = np.asarray([x for x in durations if x > 0], dtype=np.float64)
+    if d.size == 0:
+        raise AuricleError("--clip-seconds auto: no clip durations to choose from; pass --clip-seconds SECONDS")
+    p = float(np.percentile(d, percentile))
+    seconds = min(cap, max(AUTO_CLIP_MIN_SECONDS, math.ceil(p * 10.0 - 1e-6) / 10.0))
+    why = (f"{percentile:g}th percentile of {d.size} clip durations is {p:.2f} s "
+           f"(range {d.min():.2f}-{d.max():.2f} s)")
+    if p > cap:
+        why += f", capped at {cap:g} s (longer clips are scored by several windows)"
+    elif seconds > p + 0.1:
+        why += f", raised to the {AUTO_CLIP_MIN_SECONDS:g} s minimum"
+    return seconds, why
 
 
 def inspect_dataset(root: str | os.PathLike, *, layout: str = "auto", strict: bool = False,
-                    sample_rate: int = FeatureConfig.sample_rate, progress: bool = True) -> DatasetReport:
+                    sample_rate: int = FeatureConfig.sample_rate, progress: bool = True,
+                    naming: Naming | None = None) -> DatasetReport:
     """Decode every clip under ``root`` (mono, resampled to ``sample_rate``) and summarise what is usable.
 
     Raises :class:`AuricleError` for a missing folder, or on the first unusable file when ``strict``.
     """
     if not isinstance(sample_rate, (int, np.integer)) or isinstance(sample_rate, bool) or sample_rate <= 0:
         raise AuricleError(f"sample rate {sample_rate!r} must be a positive integer (Hz)")
-    found = scan(root, layout=layout)
+    found = scan(root, layout=layout, naming=naming)
     skipped: list[tuple[Path, str]] = []
     skip = _skipper(skipped, strict=strict, note=False, fix="fix or remove the file, or drop --strict to skip it")
     for path, reason in found.rejected:
@@ -875,6 +1146,7 @@ def inspect_dataset(root: str | os.PathLike, *, layout: str = "auto", strict: bo
     split_clips: Counter[str] = Counter({s: 0 for s in SPLITS})
     split_groups: dict[str, set[str]] = {s: set() for s in SPLITS}
     lengths: list[float] = []
+    usable: list[Clip] = []
     bar = _Progress(len(found.clips), "decoded", progress)
     for clip in found.clips:
         try:
@@ -889,6 +1161,7 @@ def inspect_dataset(root: str | os.PathLike, *, layout: str = "auto", strict: bo
             split_clips[clip.split] += 1
             split_groups[clip.split].add(clip.group)
             lengths.append(native.duration)
+            usable.append(clip)
         bar.step(skipped=len(skipped))
     bar.finish(skipped=len(skipped))
     return DatasetReport(
@@ -898,7 +1171,28 @@ def inspect_dataset(root: str | os.PathLike, *, layout: str = "auto", strict: bo
         shortest=min(lengths, default=0.0), longest=max(lengths, default=0.0),
         split_clips={s: split_clips[s] for s in SPLITS}, split_groups={s: len(split_groups[s]) for s in SPLITS},
         skipped=tuple(skipped), problem=trainability_problem(dict(counts), root=found.root),
+        rule=found.rule, groups=len({c.group for c in usable}), groups_across=groups_across_splits(usable),
+        split_source=(naming.split_file if naming and naming.split_file else "hash"), warnings=found.warnings,
+        clip_seconds=auto_clip_seconds(lengths) if lengths else None,
+        group_rule=_group_rule_text(found.rule, naming),
     )
+
+
+def _group_rule_text(rule: str, naming: Naming | None) -> str:
+    if naming is not None and naming.group_regex:
+        return f"--group-by '{naming.group_regex}'"
+    if rule == "label_speaker_n":
+        return "the <speaker> of <label>_<speaker>_<n>"
+    return "speaker of <speaker>_nohash_<n> names, else each file"
+
+
+_RULE_TEXT = {
+    "folders": "class folders",
+    "label-regex": "--label-regex (first group of the file name)",
+    "nohash": "<word>_<speaker>_nohash_<n> (label: word, group: speaker)",
+    "label_speaker_n": "<label>_<speaker>_<n> (label: first field, group: second field)",
+    "label_n": "<label>_<n> (a trailing number dropped; each file its own group)",
+}
 
 
 def format_report(report: DatasetReport) -> str:
@@ -917,8 +1211,14 @@ def format_report(report: DatasetReport) -> str:
     lines.append(f"skipped: {len(report.skipped)}")
     for path, reason in report.skipped:
         lines.append(f"  {_relative(path, report.root)}: {reason}")
-    lines.append("split (clips/groups): " + ", ".join(
+    lines.append(f"labels: {_RULE_TEXT.get(report.rule, report.rule)}")
+    if report.clip_seconds:
+        lines.append(f"--clip-seconds auto would choose {report.clip_seconds[0]:g} s: {report.clip_seconds[1]}")
+    source = "sha1(group) % 100" if report.split_source == "hash" else f"--split-file {report.split_source}"
+    lines.append(f"split ({source}; clips/groups): " + ", ".join(
         f"{s} {report.split_clips[s]}/{report.split_groups[s]}" for s in SPLITS))
+    lines.append(f"groups ({report.group_rule}): {report.groups}, across splits: {report.groups_across}")
+    lines.extend(f"warning: {w}" for w in report.warnings)
     empty = [s for s in SPLITS if report.split_clips[s] == 0]
     if total and empty:
         lines.append(f"warning: no clips in the {'/'.join(empty)} split (groups hash by sha1(group) % 100; "
@@ -936,12 +1236,41 @@ layouts:
   auto       folders when any sub-folder holds audio, else filenames
 
 audio: .wav .flac .ogg via soundfile; .m4a .mp3 .aac .wma .opus .webm via pydub + imageio-ffmpeg.
-groups and splits: <speaker>_nohash_<n> files are grouped by speaker, other files are their own group;
+  <label>_<speaker>_<n> flat names (e.g. 3_jackson_12.wav, when the middle fields repeat across labels)
+             -> label 3, group jackson
+  --label-regex REGEX  flat files: the first group of REGEX (searched in the file name without extension)
+             is the label, e.g. --label-regex '^([a-z]+)_'
+
+groups and splits: <speaker>_nohash_<n> files are grouped by speaker, <label>_<speaker>_<n> by speaker,
+  other files are their own group; --group-by REGEX: the first group of REGEX is the group, e.g.
+  --group-by '^([^_]+)_' for 2AV8_4_1_0_44_0_0_0.wav -> 2AV8.
   sha1(group) % 100 < 80 -> train, < 90 -> val, else test, so a speaker never straddles splits.
+  --split-file CSV (header with path,split; paths relative to DIR) gives your own split instead; clips it
+  does not list are left out. "across splits" counts groups with clips in more than one split (0 under a
+  group rule).
 
 exit status: 0 when the data can be trained on; 2 with one line on stderr when it cannot (missing folder,
-no audio, only one class, a class whose files were all skipped) or, with --strict, on the first bad file.
+no audio, only one class, a class whose files were all skipped, a bad regex, a split file naming unknown
+paths) or, with --strict, on the first bad file.
 """
+
+
+def add_naming_options(parser: argparse.ArgumentParser) -> None:
+    """--label-regex, --group-by and --split-file (shared by the inspector and the trainer)."""
+    parser.add_argument("--label-regex", metavar="REGEX", default=None,
+                        help="flat files: the first group of REGEX in the file name is the label")
+    parser.add_argument("--group-by", metavar="REGEX", default=None,
+                        help="the first group of REGEX in the file name is the split group (speaker/source), "
+                             "e.g. '^([^_]+)_'")
+    parser.add_argument("--split-file", metavar="CSV", default=None,
+                        help="your own split: CSV with path,split columns (paths relative to the data folder)")
+
+
+def naming_from(args: argparse.Namespace) -> Naming:
+    """The :class:`Naming` of parsed options, its regexes checked (bad ones raise one-line errors)."""
+    naming = Naming(label_regex=args.label_regex, group_regex=args.group_by, split_file=args.split_file)
+    naming.compiled()
+    return naming
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -956,13 +1285,14 @@ def _build_parser() -> argparse.ArgumentParser:
                         help="fail on the first unusable file instead of listing it as skipped")
     parser.add_argument("--sample-rate", type=int, default=FeatureConfig.sample_rate, metavar="HZ",
                         help="rate audio is resampled to while checking (default: %(default)s)")
+    add_naming_options(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     report = inspect_dataset(args.dir, layout=args.layout, strict=args.strict, sample_rate=args.sample_rate,
-                             progress=sys.stderr.isatty())
+                             progress=sys.stderr.isatty(), naming=naming_from(args))
     print(format_report(report), flush=True)
     if report.problem:
         raise AuricleError(report.problem)

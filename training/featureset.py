@@ -2,10 +2,16 @@
 
 Each clip's waveform is zero-padded by ``pad_frames`` hops on both sides and run once through the one
 frontend (``edge.features.log_mel``). Training then works in the feature domain, so a 2-core CPU or a GPU
-host never recomputes an FFT per epoch:
+host never recomputes an FFT per epoch.
 
-* **time shift**: a random ``n_frames`` crop of the padded frames (exact, at hop resolution; the centre
-  crop equals the unpadded clip's features exactly);
+Whole clips: a clip's row holds all of its frames (``frames[i]`` of them; a clip shorter than one window
+counts as one zero-padded window; rows are zero-audio-padded to the longest clip). Training draws a random
+window over the *whole* clip each epoch; evaluation (:func:`clip_level_scores`) slides the window over the
+clip every half window and averages the scores (the clip-level rule of :mod:`edge.classifier`).
+
+* **time shift**: a random ``n_frames`` crop of the padded frames anywhere in the clip, up to
+  ``pad_frames`` beyond either end (exact, at hop resolution; for a one-window clip the centre crop equals
+  the unpadded clip's features exactly);
 * **gain**: a dB offset (exact: dB with a fixed reference);
 * **background noise**: a random crop of a noise clip (the data's ``_silence_`` training clips) added in
   the *power* domain at a random level -- the expected value of mixing in the waveform domain;
@@ -17,9 +23,11 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
+from edge.classifier import clip_scores, window_starts
 from edge.errors import AuricleError
 from edge.features import FeatureConfig, log_mel, model_input_shape, to_model_input
 from edge.fileio import atomic_writer
@@ -38,23 +46,47 @@ class FeatureSet:
     split: np.ndarray           # (N,) str: train / val / test
     paths: np.ndarray           # (N,) str, relative to the data root
     pad_frames: int
+    frames: np.ndarray | None = None    # (N,) frames of each clip's own audio (>= n_frames); None: one window
+    groups: np.ndarray | None = None    # (N,) str split group of each clip; None: from the file name
 
     def __post_init__(self) -> None:
         n = len(self.y)
         if not (self.padded.shape[0] == n == len(self.split) == len(self.paths)):
             raise AuricleError("feature set arrays disagree in length; rebuild the features")
-        if self.padded.shape[1] != self.config.n_frames + 2 * self.pad_frames:
-            raise AuricleError(f"padded features have {self.padded.shape[1]} frames, expected "
+        if self.padded.shape[1] < self.config.n_frames + 2 * self.pad_frames:
+            raise AuricleError(f"padded features have {self.padded.shape[1]} frames, expected at least "
                                f"{self.config.n_frames + 2 * self.pad_frames}; rebuild them with this config")
+        if self.frames is None:
+            self.frames = np.full(n, self.config.n_frames, dtype=np.int64)
+        self.frames = np.clip(np.asarray(self.frames, dtype=np.int64), self.config.n_frames,
+                              self.padded.shape[1] - 2 * self.pad_frames)
 
     def indices(self, split: str) -> np.ndarray:
         return np.flatnonzero(self.split == split)
 
     def centre(self, idx: np.ndarray | None = None) -> np.ndarray:
-        """Un-augmented windows (exactly the features of the unpadded clips)."""
+        """Un-augmented windows: the middle window of each clip (a one-window clip: exactly the features of
+        the unpadded clip)."""
         p, n = self.pad_frames, self.config.n_frames
-        block = self.padded if idx is None else self.padded[idx]
-        return np.asarray(block[:, p:p + n], dtype=np.float32)
+        idx = np.arange(len(self.y)) if idx is None else np.asarray(idx)
+        offs = p + (self.frames[idx] - n) // 2
+        if not np.any(offs != p):
+            return np.asarray(self.padded[idx][:, p:p + n], dtype=np.float32)
+        return np.stack([np.asarray(self.padded[i, o:o + n], dtype=np.float32) for i, o in zip(idx, offs)])
+
+    def windows(self, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every evaluation window of the clips ``idx`` (the clip-level rule: every half window, the last
+        aligned with the clip's end): ``(windows, n_frames, n_mels)`` and the position in ``idx`` each
+        window belongs to."""
+        p, n = self.pad_frames, self.config.n_frames
+        parts, owners = [], []
+        for k, i in enumerate(np.asarray(idx)):
+            for s in window_starts(int(self.frames[i]), n):
+                parts.append(np.asarray(self.padded[i, p + s:p + s + n], dtype=np.float32))
+                owners.append(k)
+        if not parts:
+            return np.empty((0, n, self.config.n_mels), dtype=np.float32), np.empty(0, dtype=np.int64)
+        return np.stack(parts), np.asarray(owners, dtype=np.int64)
 
     def noise_indices(self) -> np.ndarray:
         names = [i for i, lab in enumerate(self.label_names) if lab in NOISE_LABELS]
@@ -64,14 +96,17 @@ class FeatureSet:
 
     def split_rows(self) -> list[SplitRow]:
         """The run folder's ``split.csv`` rows: path (relative to the data root), label, group, split."""
-        return [SplitRow(Path(str(p)).as_posix(), self.label_names[int(y)], group_of(Path(str(p)).name), str(s))
-                for p, y, s in zip(self.paths, self.y, self.split)]
+        groups = self.groups if self.groups is not None else [group_of(Path(str(p)).name) for p in self.paths]
+        return [SplitRow(Path(str(p)).as_posix(), self.label_names[int(y)], str(g), str(s))
+                for p, y, g, s in zip(self.paths, self.y, groups, self.split)]
 
     def save(self, path: str | Path, *, dtype: str = "float16") -> None:
+        extra = {"groups": np.asarray(self.groups, dtype=str)} if self.groups is not None else {}
         with atomic_writer(path, binary=True) as fh:
             np.savez(fh, padded=self.padded.astype(dtype), y=self.y.astype(np.int16), split=self.split.astype("U5"),
                      paths=self.paths.astype(str), label_names=np.asarray(self.label_names, dtype=str),
-                     config=np.asarray(self.config.to_json()), pad_frames=np.asarray(self.pad_frames))
+                     config=np.asarray(self.config.to_json()), pad_frames=np.asarray(self.pad_frames),
+                     frames=np.asarray(self.frames, dtype=np.int64), **extra)
 
     @classmethod
     def load(cls, path: str | Path) -> "FeatureSet":
@@ -79,7 +114,9 @@ class FeatureSet:
             with np.load(path, allow_pickle=False) as z:
                 return cls(config=FeatureConfig.from_json(str(z["config"])), label_names=[str(s) for s in z["label_names"]],
                            padded=z["padded"], y=z["y"].astype(np.int64), split=z["split"], paths=z["paths"],
-                           pad_frames=int(z["pad_frames"]))
+                           pad_frames=int(z["pad_frames"]),
+                           frames=z["frames"] if "frames" in z.files else None,
+                           groups=z["groups"] if "groups" in z.files else None)
         except (OSError, KeyError, ValueError) as exc:
             raise AuricleError(f"cannot read feature set {path}: {exc}; rebuild it with --save-features") from None
 
@@ -88,10 +125,17 @@ def pad_frames_for(config: FeatureConfig, shift_seconds: float = 0.1) -> int:
     return int(round(shift_seconds * config.sample_rate / config.hop_length))
 
 
+def frames_of(samples: np.ndarray | int, config: FeatureConfig) -> np.ndarray:
+    """Log-mel frames of clips of ``samples`` samples, at least one window (a shorter clip is padded)."""
+    s = np.maximum(np.asarray(samples, dtype=np.int64), config.clip_samples)
+    return 1 + (s - config.n_fft) // config.hop_length
+
+
 def padded_log_mel(waveforms: np.ndarray, config: FeatureConfig, pad_frames: int) -> np.ndarray:
-    """(N, clip_samples) -> (N, n_frames + 2*pad_frames, n_mels) float32."""
+    """(N, samples >= clip_samples) -> (N, frames + 2*pad_frames, n_mels) float32."""
     pad = pad_frames * config.hop_length
-    out = np.empty((len(waveforms), config.n_frames + 2 * pad_frames, config.n_mels), dtype=np.float32)
+    total = int(frames_of(waveforms.shape[1], config)) + 2 * pad_frames
+    out = np.empty((len(waveforms), total, config.n_mels), dtype=np.float32)
     for i, w in enumerate(waveforms):
         out[i] = log_mel(np.pad(np.asarray(w, dtype=np.float32), (pad, pad)), config)
     return out
@@ -116,13 +160,12 @@ class AugmentConfig:
 def augment_batch(fs: FeatureSet, idx: np.ndarray, rng: np.random.Generator, aug: AugmentConfig,
                   noise_idx: np.ndarray) -> np.ndarray:
     """Windows (B, n_frames, n_mels) float32 dB for clip indices ``idx``, augmented per ``aug``."""
-    cfg, p, n = fs.config, fs.pad_frames, fs.config.n_frames
+    cfg, n = fs.config, fs.config.n_frames
     b = len(idx)
     if not aug.enabled:
         return fs.centre(idx)
-    offs = rng.integers(0, 2 * p + 1, size=b) if (aug.time_shift and p) else np.full(b, p)
-    block = np.asarray(fs.padded[idx], dtype=np.float32)
-    x = np.stack([block[i, o:o + n] for i, o in enumerate(offs)])
+    x = np.stack([np.asarray(fs.padded[i, o:o + n], dtype=np.float32)
+                  for i, o in zip(idx, random_offsets(fs, idx, rng, time_shift=aug.time_shift))])
     if aug.gain_db:
         x += rng.uniform(-aug.gain_db, aug.gain_db, size=(b, 1, 1)).astype(np.float32)
     if aug.noise_prob > 0 and noise_idx.size:
@@ -151,6 +194,27 @@ def augment_batch(fs: FeatureSet, idx: np.ndarray, rng: np.random.Generator, aug
     return x
 
 
+def random_offsets(fs: FeatureSet, idx: np.ndarray, rng: np.random.Generator, *, time_shift: bool = True) -> np.ndarray:
+    """A random window start (into the padded rows) per clip, uniform over the whole clip: from ``pad_frames``
+    before its first frame to ``pad_frames`` beyond its last window (without ``time_shift``: within the clip)."""
+    p, n = fs.pad_frames, fs.config.n_frames
+    span = fs.frames[np.asarray(idx)] - n          # start positions within the clip: 0..span
+    if time_shift and p:
+        return rng.integers(0, span + 2 * p + 1)
+    return p + rng.integers(0, span + 1)
+
+
+def clip_level_scores(predict: Callable[[np.ndarray], np.ndarray], fs: FeatureSet, idx: np.ndarray,
+                      batch: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The clip-level rule on clips ``idx``: every window through ``predict`` (model inputs -> scores), then
+    the mean per clip. Returns ``(clip scores, window scores, window owner)`` (owner: position in ``idx``)."""
+    frames, owners = fs.windows(idx)
+    parts = [np.asarray(predict(to_model_input(frames[i:i + batch], fs.config)), dtype=np.float64)
+             for i in range(0, len(frames), batch)]
+    per_window = np.concatenate(parts) if parts else np.empty((0, len(fs.label_names)))
+    return clip_scores(per_window, owners, len(idx)), per_window, owners
+
+
 def normalisation_stats(fs: FeatureSet) -> tuple[float, float]:
     """Mean and std of the training split's (un-augmented) dB values: the edge profile's normalisation."""
     train = fs.indices("train")
@@ -169,8 +233,11 @@ def model_inputs(fs: FeatureSet, idx: np.ndarray, batch: int = 256) -> np.ndarra
 
 
 def class_weights(y: np.ndarray, num_classes: int) -> dict[int, float]:
+    """Inverse-frequency weights over the classes present (mean 1 over them); 0 for a class with no clips (a
+    background class whose windows come from --negatives has its own weight)."""
     counts = np.bincount(y, minlength=num_classes).astype(float)
-    counts[counts == 0] = np.nan
-    w = counts.sum() / (num_classes * counts)
-    return {i: (float(v) if np.isfinite(v) else 0.0) for i, v in enumerate(w)}
+    present = counts > 0
+    w = np.zeros(num_classes, dtype=float)
+    w[present] = counts.sum() / (int(present.sum()) * counts[present])
+    return {i: float(v) for i, v in enumerate(w)}
 

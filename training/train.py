@@ -26,8 +26,8 @@ from edge.fileio import write_json_atomic
 from edge.sysinfo import cpu_description, cpu_name
 from training import data as dataio
 from training import weights_io
-from training.config import NETWORKS, STUDY_TARGETS, TrainConfig, feature_config_for
-from training.featureset import (AugmentConfig, FeatureSet, augment_batch, class_weights, model_inputs,
+from training.config import NETWORKS, STUDY_TARGETS, Frontend, TrainConfig, frontend_config
+from training.featureset import (AugmentConfig, FeatureSet, augment_batch, class_weights, frames_of, model_inputs,
                                  normalisation_stats, pad_frames_for, padded_log_mel)
 from training.mining import NegativeMixer, foreground_mask, mine_hard_negatives, window_false_accepts
 from training.negatives import background_label, load_negative_bank
@@ -48,20 +48,48 @@ def check_config_matches_model(model: Any, config: FeatureConfig) -> None:
 
 
 # -- data ------------------------------------------------------------------------------------
+#: whole clips are kept up to this long (a longer one: its centre); evaluation windows cover what is kept
+MAX_CLIP_SECONDS = 30.0
+
+
+def _clip_plan(root: Path, config: FeatureConfig, clip_seconds: float | str | None, layout: str,
+               naming: dataio.Naming | None) -> tuple[FeatureConfig, float | None, str | None]:
+    """The clip length (``auto``: from the durations, printed with the reason) and how much of each clip to
+    keep (``None``: one window holds every clip)."""
+    found = dataio.scan(root, layout=layout, naming=naming)
+    durations = [dataio.probe_seconds(c.path) for c in found.clips]
+    why = None
+    if clip_seconds == "auto":
+        seconds, why = dataio.auto_clip_seconds(durations)
+        config = dataclasses.replace(config, clip_duration=seconds)
+        print(f"--clip-seconds auto: {seconds:g} s ({why})", flush=True)
+    longest = min(max(durations, default=0.0), MAX_CLIP_SECONDS)
+    return config, (longest if longest > config.clip_duration + 1e-9 else None), why
+
+
 def build_featureset(data: str | Path, profile: str, *, layout: str = "auto", strict: bool = False,
-                     cache_dir: str | Path | None = None, progress: bool = True) -> tuple[FeatureSet, list]:
-    """Load a dataset folder and compute padded features with the frontend. Returns (FeatureSet, skipped)."""
+                     cache_dir: str | Path | None = None, progress: bool = True,
+                     frontend: Frontend | None = None, clip_seconds: float | str | None = None,
+                     naming: dataio.Naming | None = None) -> tuple[FeatureSet, list]:
+    """Load a dataset folder and compute padded features of whole clips (up to :data:`MAX_CLIP_SECONDS`)
+    with the frontend. Returns (FeatureSet, skipped). ``clip_seconds``: the window length, a number or
+    ``"auto"`` (overrides ``frontend.clip_seconds``)."""
     root = Path(data)
     if not root.is_dir():
         raise AuricleError(f"data folder {root} does not exist; pass --data DIR with one folder per class")
-    config = feature_config_for(profile)
-    ds = dataio.load_dataset(root, config, layout=layout, strict=strict, cache_dir=cache_dir, progress=progress)
+    config = frontend_config(profile, frontend)
+    if clip_seconds not in (None, "auto"):
+        config = dataclasses.replace(config, clip_duration=float(clip_seconds))
+    config, keep, _ = _clip_plan(root, config, clip_seconds, layout, naming)
+    ds = dataio.load_dataset(root, config, layout=layout, strict=strict, cache_dir=cache_dir, progress=progress,
+                             naming=naming, keep_seconds=keep)
     ds.check_trainable()
     pad = pad_frames_for(config)
     padded = padded_log_mel(ds.waveforms, config, pad)
     rel = [os.path.relpath(c.path, root) for c in ds.clips]
     fs = FeatureSet(config=config, label_names=list(ds.labels), padded=padded, y=np.asarray(ds.label_ids),
-                    split=np.asarray(ds.splits).astype(str), paths=np.asarray(rel, dtype=str), pad_frames=pad)
+                    split=np.asarray(ds.splits).astype(str), paths=np.asarray(rel, dtype=str), pad_frames=pad,
+                    frames=frames_of(ds.lengths, config), groups=np.asarray([c.group for c in ds.clips], dtype=str))
     return fs, [(os.path.relpath(p, root), r) for p, r in ds.skipped]
 
 
@@ -224,6 +252,13 @@ def _train_and_val(fs: FeatureSet) -> tuple[np.ndarray, np.ndarray]:
     return train_idx, val_idx
 
 
+def _validation_windows(fs: FeatureSet, val_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Every evaluation window of the validation clips and its clip's label (Keras's val_accuracy is then the
+    per-window accuracy; for one-window clips, the clip accuracy)."""
+    frames, owners = fs.windows(val_idx)
+    return to_model_input(frames, fs.config), fs.y[val_idx][owners]
+
+
 def _set_normalisation(fs: FeatureSet) -> None:
     """The edge profile normalises with the training split's statistics (unless the features carry them)."""
     if fs.config.profile == "edge" and fs.config.norm_std == 1.0 and fs.config.norm_mean == 0.0:
@@ -344,7 +379,7 @@ def fit(fs: FeatureSet, cfg: TrainConfig, out: Path, *, resume: bool = False, di
     batches = _make_dataset_class()(fs, train_idx, cfg.batch_size, AugmentConfig(enabled=cfg.augment), cfg.seed,
                                     weights, negatives)
     batches.epoch = start.epoch
-    validation = (model_inputs(fs, val_idx), fs.y[val_idx])
+    validation = _validation_windows(fs, val_idx)
     t0 = time.perf_counter()
     interrupted = _run_fit(start, batches, validation, cfg, out, verbose)
     seconds = time.perf_counter() - t0
@@ -459,7 +494,9 @@ def _check_config(config: TrainConfig) -> None:
 
 
 def _load_features(data: str | Path | None, features: str | Path | None, profile: str, *, layout: str,
-                   strict: bool, cache_dir: str | Path | None) -> tuple[FeatureSet, list]:
+                   strict: bool, cache_dir: str | Path | None, frontend: Frontend | None = None,
+                   clip_seconds: float | str | None = None,
+                   naming: dataio.Naming | None = None) -> tuple[FeatureSet, list]:
     """A saved feature set (``features``), else one computed from the dataset folder; and the skipped files."""
     if features:
         fs = FeatureSet.load(features)
@@ -469,7 +506,8 @@ def _load_features(data: str | Path | None, features: str | Path | None, profile
         return fs, []
     if data is None:
         raise AuricleError("pass --data DIR (or --features NPZ)")
-    return build_featureset(data, profile, layout=layout, strict=strict, cache_dir=cache_dir)
+    return build_featureset(data, profile, layout=layout, strict=strict, cache_dir=cache_dir, frontend=frontend,
+                            clip_seconds=clip_seconds, naming=naming)
 
 
 def _negative_mixer(fs: FeatureSet, config: TrainConfig, negatives: Sequence[str | Path],
@@ -488,6 +526,22 @@ def _negative_mixer(fs: FeatureSet, config: TrainConfig, negatives: Sequence[str
                          snr_db=config.negative_snr_db)
 
 
+def _split_rule(naming: dataio.Naming | None) -> str | None:
+    """How the run's split was made, for the report (``None``: the default rule's text)."""
+    if naming is None:
+        return None
+    if naming.split_file:
+        return f"--split-file {Path(naming.split_file).name} (the user's split)"
+    if naming.group_regex:
+        return (f"sha1(group) % 100: <80 train, 80-89 val, >=90 test; group = first group of --group-by "
+                f"{naming.group_regex!r} in the file name")
+    return None
+
+
+def _naming_dict(naming: dataio.Naming | None) -> dict[str, Any] | None:
+    return dataclasses.asdict(naming) if naming is not None else None
+
+
 def _export(out: Path, to: str | Path, fs: FeatureSet, config: TrainConfig, summary: dict[str, Any],
             report: dict[str, Any], skipped: list, dtype: str) -> None:
     import keras
@@ -504,11 +558,13 @@ def train(*, data: str | Path | None, out: str | Path, config: TrainConfig, feat
           save_features: str | Path | None = None, layout: str = "auto", strict: bool = False,
           cache_dir: str | Path | None = None, resume: bool = False, distribute: bool = False,
           export_weights: str | Path | None = None, export_dtype: str = "float32", verbose: int = 1,
-          negatives: Sequence[str | Path] | None = None) -> dict[str, Any]:
+          negatives: Sequence[str | Path] | None = None, frontend: Frontend | None = None,
+          clip_seconds: float | str | None = None, naming: dataio.Naming | None = None) -> dict[str, Any]:
     """Everything ``python -m training.train`` does: load, fit, evaluate, write the run folder."""
     _check_config(config)
     out = Path(out)
-    fs, skipped = _load_features(data, features, config.profile, layout=layout, strict=strict, cache_dir=cache_dir)
+    fs, skipped = _load_features(data, features, config.profile, layout=layout, strict=strict, cache_dir=cache_dir,
+                                 frontend=frontend, clip_seconds=clip_seconds, naming=naming)
     if save_features:
         fs.save(save_features)
         print(f"saved features to {save_features}", flush=True)
@@ -520,10 +576,11 @@ def train(*, data: str | Path | None, out: str | Path, config: TrainConfig, feat
     write_json_atomic(out / TRAIN_CONFIG, {**config.to_dict(), "data": str(data) if data else None,
                                            "features": str(features) if features else None,
                                            "negatives": [str(n) for n in negatives or []] or None,
-                                           "negative_split": mixer.bank.summary() if mixer else None})
+                                           "negative_split": mixer.bank.summary() if mixer else None,
+                                           "clip_seconds": clip_seconds, "naming": _naming_dict(naming)})
     write_split(out / SPLIT, fs.split_rows())
     summary = fit(fs, config, out, resume=resume, distribute=distribute, verbose=verbose, negatives=mixer)
-    report = write_report(out, fs, config, summary, skipped=skipped)
+    report = write_report(out, fs, config, summary, skipped=skipped, split_rule=_split_rule(naming))
     if export_weights:
         _export(out, export_weights, fs, config, summary, report, skipped, export_dtype)
     acc = report["accuracy"]
@@ -543,6 +600,38 @@ def _add_input_options(p: argparse.ArgumentParser) -> None:
                    help="seed: 224x224x3 images as the original study; edge: native frames x mels x 1")
     p.add_argument("--width", type=float, default=None, help="width multiplier (MobileNet alpha); default "
                    "1.0 for seed, 0.5 for edge")
+
+
+def _clip_seconds(text: str) -> float | str:
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither a number of seconds nor 'auto'") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be > 0 seconds")
+    return value
+
+
+def _add_frontend_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("frontend (default: the profile's, as the shipped bundles use; all recorded in "
+                             "feature_config.json and the bundle manifest)")
+    g.add_argument("--sample-rate", type=int, default=None, metavar="HZ", help="model sample rate (edge/seed: 16000)")
+    g.add_argument("--clip-seconds", type=_clip_seconds, default=None, metavar="SECONDS|auto",
+                   help="window length (default 1). 'auto': the 90th percentile of the clip durations, capped at "
+                        f"{dataio.AUTO_CLIP_MAX_SECONDS:g} s; longer clips are covered by several windows")
+    g.add_argument("--n-mels", type=int, default=None, help="mel bands (edge 40, seed 64)")
+    g.add_argument("--window-ms", type=float, default=None, help="STFT window in ms (edge 25, seed 64)")
+    g.add_argument("--hop-ms", type=float, default=None, help="STFT hop in ms (edge 10, seed 16)")
+    g.add_argument("--fmin", type=float, default=None, help="lowest mel frequency in Hz (20)")
+    g.add_argument("--fmax", type=float, default=None, help="highest mel frequency in Hz (8000, at most rate/2)")
+    dataio.add_naming_options(g)
+
+
+def _frontend_from(args: argparse.Namespace) -> Frontend:
+    return Frontend(sample_rate=args.sample_rate, n_mels=args.n_mels, window_ms=args.window_ms, hop_ms=args.hop_ms,
+                    fmin=args.fmin, fmax=args.fmax)
 
 
 def _add_fit_options(p: argparse.ArgumentParser) -> None:
@@ -606,6 +695,7 @@ def build_parser() -> argparse.ArgumentParser:
                "--network mobilenet --profile edge --out runs/kws_mobilenet_edge\n"
                "The original study's recipe: --study-recipe (stop at 90%% / 87%% validation accuracy).")
     _add_input_options(p)
+    _add_frontend_options(p)
     _add_fit_options(p)
     _add_run_options(p)
     _add_negative_options(p)
@@ -634,10 +724,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = _config_from(args)
     if args.mine_rounds and not args.negatives:
         raise AuricleError("--mine-rounds needs --negatives DIR (the audio to mine)")
+    frontend, naming = _frontend_from(args), dataio.naming_from(args)
+    if args.features and not (frontend.is_default() and args.clip_seconds is None and naming == dataio.Naming()):
+        raise AuricleError("--features already holds computed features; the frontend, --clip-seconds and naming "
+                           "options apply to --data only -- drop them or use --data")
+    frontend_config(args.profile, frontend)   # bad settings: one line now, not after decoding
     train(data=args.data, out=args.out, config=cfg, features=args.features, save_features=args.save_features,
           layout=args.layout, strict=args.strict, cache_dir=args.cache_dir, resume=args.resume,
           distribute=args.distribute, export_weights=args.export_weights, export_dtype=args.export_dtype,
-          verbose=0 if args.quiet else 1, negatives=args.negatives)
+          verbose=0 if args.quiet else 1, negatives=args.negatives, frontend=frontend,
+          clip_seconds=args.clip_seconds, naming=naming)
     return 0
 
 
