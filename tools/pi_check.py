@@ -693,6 +693,24 @@ def pick_clip(manifest: dict[str, Any], clips: Path) -> Path:
     return found[0]
 
 
+def long_enough(clip: Path, manifest: dict[str, Any]) -> Path:
+    """``clip``, or a copy padded with silence to one window of the bundle (a 2 s-window bundle classifies
+    nothing in a 1 s clip). The copy lives in a temporary folder; stdlib ``wave`` only (16-bit PCM clips)."""
+    import wave
+
+    seconds = float(manifest.get("feature_config", {}).get("clip_duration", 1.0))
+    with wave.open(str(clip), "rb") as w:
+        params, frames = w.getparams(), w.readframes(w.getnframes())
+    need = int(round((seconds + 0.1) * params.framerate)) - params.nframes
+    if need <= 0:
+        return clip
+    out = Path(tempfile.mkdtemp(prefix="pi-check-clip-")) / clip.name
+    with wave.open(str(out), "wb") as w:
+        w.setparams(params)
+        w.writeframes(frames + b"\x00" * need * params.sampwidth * params.nchannels)
+    return out
+
+
 def default_bundles() -> list[Path]:
     base = REPO / "firmware_assets"
     return sorted(p for p in base.glob("*/") if not p.name.startswith(".")     # .NAME.tmp-*: being written
@@ -713,9 +731,10 @@ def plan_cases(*, bundles: Sequence[Path], default_bundle: Path, stream: Path, c
         if "int8" not in manifest.get("models", {}):
             say(f"skipping {b.name}: no int8 model in its manifest")
             continue
-        clip = pick_clip(manifest, clips)
+        picked = pick_clip(manifest, clips)
+        clip = long_enough(picked, manifest)
         cases.append(Case(b.name, "clip", ["--file", str(clip), "--json", "--all-scores", "--model", str(b)],
-                          input=f"{clip.parent.name}/{clip.name}"))
+                          input=f"{picked.parent.name}/{picked.name}" + (" padded" if clip != picked else "")))
     return cases
 
 
