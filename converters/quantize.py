@@ -389,10 +389,9 @@ def select_representative(rows: Sequence[tuple[str, str]], n: int, *, seed: int 
     return out
 
 
-def clip_features(root: Path, rows: Sequence[tuple[str, str]], config: FeatureConfig, *, label: str,
-                  progress: bool = True) -> np.ndarray:
-    """Log-mel frames ``(n, n_frames, n_mels)`` of the clips, through the one frontend."""
-    out = np.empty((len(rows), config.n_frames, config.n_mels), dtype=np.float32)
+def _clip_audio(root: Path, rows: Sequence[tuple[str, str]], config: FeatureConfig, *, label: str,
+                progress: bool) -> Iterator[tuple[int, np.ndarray]]:
+    """``(row index, mono audio at the model's rate)`` of each clip, with progress; one BLAS thread."""
     bar = _Progress(label, len(rows), progress)
     with one_blas_thread():
         for i, (rel, _) in enumerate(rows):
@@ -400,8 +399,16 @@ def clip_features(root: Path, rows: Sequence[tuple[str, str]], config: FeatureCo
             if not path.is_file():
                 raise AuricleError(f"clip {rel} (split.csv) is missing under {root}; the data has moved -- pass "
                                    "--data DIR with the dataset root")
-            out[i] = log_mel(fit_to_clip(load_audio(path, config.sample_rate), config), config)
+            yield i, load_audio(path, config.sample_rate)
             bar.step(i + 1)
+
+
+def clip_features(root: Path, rows: Sequence[tuple[str, str]], config: FeatureConfig, *, label: str,
+                  progress: bool = True) -> np.ndarray:
+    """Log-mel frames ``(n, n_frames, n_mels)`` of the clips (one window each), through the one frontend."""
+    out = np.empty((len(rows), config.n_frames, config.n_mels), dtype=np.float32)
+    for i, x in _clip_audio(root, rows, config, label=label, progress=progress):
+        out[i] = log_mel(fit_to_clip(x, config), config)
     return out
 
 
@@ -411,20 +418,12 @@ def clip_window_features(root: Path, rows: Sequence[tuple[str, str]], config: Fe
     ``(windows, n_frames, n_mels)`` and the row each window belongs to. A clip up to one window long is padded
     to it (one window)."""
     parts, owners = [], []
-    bar = _Progress(label, len(rows), progress)
-    with one_blas_thread():
-        for i, (rel, _) in enumerate(rows):
-            path = root / rel
-            if not path.is_file():
-                raise AuricleError(f"clip {rel} (split.csv) is missing under {root}; the data has moved -- pass "
-                                   "--data DIR with the dataset root")
-            x = load_audio(path, config.sample_rate)
-            if x.size <= config.clip_samples:
-                x = fit_to_clip(x, config)
-            windows = clip_windows(log_mel(x, config), config.n_frames)
-            parts.append(windows)
-            owners.extend([i] * len(windows))
-            bar.step(i + 1)
+    for i, x in _clip_audio(root, rows, config, label=label, progress=progress):
+        if x.size <= config.clip_samples:
+            x = fit_to_clip(x, config)
+        windows = clip_windows(log_mel(x, config), config.n_frames)
+        parts.append(windows)
+        owners.extend([i] * len(windows))
     if not parts:
         return np.empty((0, config.n_frames, config.n_mels), dtype=np.float32), np.empty(0, dtype=np.int64)
     return np.concatenate(parts).astype(np.float32, copy=False), np.asarray(owners, dtype=np.int64)
