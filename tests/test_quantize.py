@@ -180,7 +180,8 @@ def test_manifest_records_paths_relative_to_the_repository(bundle, run_dir):
 def test_shipped_manifests_carry_nothing_of_the_build_machine(name):
     m = manifest_of(REPO / "firmware_assets" / name)
     assert _machine_specific(m) == []
-    assert m["training"]["run_path"] == f"runs/{name}"
+    run_path = m["training"]["run_path"]
+    assert run_path.startswith("runs/") and Path(run_path).parts[1].startswith(name)   # relative, this run
     assert m["conversion"]["resolved"]["out"] == f"firmware_assets/{name}"
 
 

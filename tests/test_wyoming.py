@@ -172,7 +172,8 @@ def test_two_clients_at_once_get_independent_results(server, demo_events):
     want = [label for label, _ in demo_events]
     assert [n for n, _ in detections(plain)] == want
     assert [n for n, _ in detections(high)] == want
-    assert all(abs(a[1] - b[1]) <= 100 for a, b in zip(detections(plain), detections(high)))
+    # the 48 kHz path is resampled, so a score near the threshold may cross it a few 0.1 s hops apart
+    assert all(abs(a[1] - b[1]) <= 300 for a, b in zip(detections(plain), detections(high)))
     assert [e.type for e in silent] == ["not-detected"]
 
 
