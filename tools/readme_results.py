@@ -59,8 +59,9 @@ def render() -> str:
     lines += ["## Results", "",
               "Speech Commands v0.02 test set (4,890 clips, 12 classes) with the speaker-disjoint split "
               "(3,965 train / 352 val / 573 test clips). Accuracy is on the **test** split; the int8 model runs "
-              "in ai-edge-litert through the same code as the device. Training ran on one NVIDIA H200 "
-              "(Keras 3 on JAX; the seed MobileNet on PyTorch), conversion and evaluation on this 2-core CPU. "
+              "in ai-edge-litert through the same code as the device. The training column names the Keras "
+              "backend: the jax and torch runs ran on one NVIDIA H200, the tensorflow runs on a 2-core AMD EPYC "
+              "CPU; conversion and evaluation always on that CPU. "
               "A bundle marked with another data set was trained and tested on that one instead (its "
               "`report.md` gives the split and the per-window accuracy beside the clip-level one).",
               "",
