@@ -39,7 +39,8 @@ from typing import Any, Iterable, Iterator, Sequence
 import numpy as np
 
 from edge.bundle import default_bundle_path, repo_root
-from edge.fileio import write_json_atomic
+from edge.fileio import atomic_writer, write_json_atomic
+from edge.pcm import to_float32
 
 __all__ = ["FifoMic", "LoopedAudio", "main"]
 
@@ -279,7 +280,7 @@ def run_unpaced(*, hours: float, bundle: str | None, seed: int = 0) -> dict[str,
         def chunks(self) -> Iterator[Chunk]:
             start = 0
             for block in audio.blocks(total):
-                yield Chunk(start, block.astype(np.float32) / 32768.0)
+                yield Chunk(start, to_float32(block))
                 start += block.size
 
     det = _detector(bundle)
@@ -374,9 +375,8 @@ def _plot(result: dict[str, Any], path: Path) -> None:
         axes[1, col].legend()
     fig.suptitle(f"auricle soak: {result.get('bundle')} on {result.get('cpu')}", fontsize=10)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, path)
+    with atomic_writer(path, binary=True) as fh:
+        fig.savefig(fh, dpi=110, format="png")
 
 
 def _run_parts(args: argparse.Namespace, out: Path) -> dict[str, Any]:
