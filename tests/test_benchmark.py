@@ -207,3 +207,21 @@ def test_keras_cold_start(keras_run, bench_edge_bundle):
     tfl = latency.cold_tflite(load_bundle(bench_edge_bundle).model_path("int8"), 1, False)
     assert tfl.error is None, tfl
     assert _positive(tfl.cold_start_s) and _positive(tfl.peak_rss_mb)
+
+
+def test_train_throughput_tensorflow_smoke(tmp_path):
+    """``python -m benchmarks.train_throughput`` with TensorFlow only: the table, finite positive clips/s."""
+    out = tmp_path / "throughput.json"
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.train_throughput", "--backends", "tensorflow",
+                           "--no-knobs", "--steps", "2", "--warmup", "1", "--repeats", "1", "--out", str(out)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "| tensorflow | default |" in proc.stdout and "| loader only |" in proc.stdout
+    res = json.loads(out.read_text())
+    row = res["results"]["tensorflow/default"]
+    for key in ("fit_clips_per_s", "model_clips_per_s", "first_step_s"):
+        assert _positive(row[key]), (key, row)
+    assert _positive(res["loader"]["loader_1_thread"]) and _positive(res["loader"]["loader_2_threads"])
+    bad = subprocess.run([sys.executable, "-m", "benchmarks.train_throughput", "--steps", "0"], cwd=REPO,
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--steps" in bad.stderr
