@@ -7,7 +7,6 @@ is missing; CI installs it.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import signal
 import socket
@@ -60,14 +59,8 @@ def to_rate(x16: np.ndarray, rate: int) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def demo_events():
-    r = subprocess.run([PY, "-m", "edge.demo", "--stream", str(STREAM), "--json"], capture_output=True, text=True,
-                       cwd=REPO, timeout=120)
-    assert r.returncode == 0, r.stderr
-    events = [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
-    events = [(d["label"], d["time"]) for d in events if d["type"] == "event"]
-    assert len(events) == 10
-    return events
+def demo_events(demo_rows):
+    return [(d["label"], d["time"]) for d in demo_rows if d["type"] == "event"]
 
 
 @pytest.fixture(scope="module")
