@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import signal
 import sys
@@ -491,6 +492,17 @@ def _check_config(config: TrainConfig) -> None:
         raise AuricleError(f"--target-accuracy must be in (0, 1], got {config.target_accuracy}")
     if config.epochs < 1 or config.batch_size < 1:
         raise AuricleError("--epochs and --batch-size must be >= 1")
+    _check_negative_settings(config)
+
+
+def _check_negative_settings(config: TrainConfig) -> None:
+    if not 0 < config.negative_fraction <= 4:
+        raise AuricleError(f"--negative-fraction must be in (0, 4], got {config.negative_fraction}")
+    if not 0 <= config.negative_mix_prob <= 1:
+        raise AuricleError(f"--negative-mix-prob must be in [0, 1], got {config.negative_mix_prob}")
+    lo, hi = config.negative_snr_db
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+        raise AuricleError(f"--negative-snr needs two finite dB values, low first; got {lo:g} {hi:g}")
 
 
 def _load_features(data: str | Path | None, features: str | Path | None, profile: str, *, layout: str,
@@ -514,8 +526,6 @@ def _negative_mixer(fs: FeatureSet, config: TrainConfig, negatives: Sequence[str
                     cache_dir: Any) -> NegativeMixer:
     """Load the negatives' train/validation files and the mixer that puts them into batches. Negatives are
     labelled as the data's own background class (``_unknown_``...), else a new ``_background_`` class."""
-    if not 0 < config.negative_fraction <= 4:
-        raise AuricleError(f"--negative-fraction must be in (0, 4], got {config.negative_fraction}")
     bank = load_negative_bank(negatives, fs.config, cache_dir=cache_dir)
     label = background_label(fs.label_names)
     if label not in fs.label_names:
@@ -673,6 +683,10 @@ def _add_negative_options(p: argparse.ArgumentParser) -> None:
                         "mixed under positives; the test part is never read")
     p.add_argument("--negative-fraction", type=float, default=TrainConfig.negative_fraction, metavar="F",
                    help="negative windows appended to each batch, as a fraction of the batch size")
+    p.add_argument("--negative-mix-prob", type=float, default=TrainConfig.negative_mix_prob, metavar="P",
+                   help="chance that a positive clip gets a negative window mixed under it (0: never)")
+    p.add_argument("--negative-snr", type=float, nargs=2, default=TrainConfig.negative_snr_db,
+                   metavar=("LO", "HI"), help="signal-to-negative ratio range of that mix, in dB")
     p.add_argument("--mine-rounds", type=int, default=0, metavar="N",
                    help="hard-negative mining rounds after training: windows of the train negatives that score "
                         "above --mine-threshold are over-sampled in a short fine-tune")
@@ -714,7 +728,8 @@ def _config_from(args: argparse.Namespace) -> TrainConfig:
                        patience=args.patience, augment=not args.no_augment, seed=args.seed,
                        class_weighting=not args.no_class_weights, time_limit=args.time_limit,
                        weight_decay=args.weight_decay, dropout=args.dropout, bn_momentum=args.bn_momentum,
-                       negative_fraction=args.negative_fraction, mine_rounds=args.mine_rounds,
+                       negative_fraction=args.negative_fraction, negative_mix_prob=args.negative_mix_prob,
+                       negative_snr_db=tuple(args.negative_snr), mine_rounds=args.mine_rounds,
                        mine_epochs=args.mine_epochs, mine_threshold=args.mine_threshold,
                        mine_max_drop=args.mine_max_drop)
 
