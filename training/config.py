@@ -48,6 +48,8 @@ class TrainConfig:
     mine_epochs: int = 2                # fine-tune epochs per mining round
     mine_threshold: float = 0.5         # a negative window scoring this much for a reportable label is "hard"
     mine_max_drop: float = 0.01         # a mined model is kept only if validation accuracy fell by at most this
+    teacher: str | None = None          # a bundle whose scores are mixed into the targets (knowledge distillation)
+    distill_weight: float = 0.5         # share of the teacher's scores in each positive's target
 
     def resolved_width(self) -> float:
         return self.width if self.width is not None else DEFAULT_WIDTH[(self.network, self.profile)]

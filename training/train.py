@@ -30,6 +30,7 @@ from training import weights_io
 from training.config import NETWORKS, STUDY_TARGETS, Frontend, TrainConfig, frontend_config
 from training.featureset import (AugmentConfig, FeatureSet, augment_batch, class_weights, frames_of, model_inputs,
                                  normalisation_stats, pad_frames_for, padded_log_mel)
+from training.distill import Teacher, soft_targets
 from training.mining import NegativeMixer, foreground_mask, mine_hard_negatives, window_false_accepts
 from training.negatives import background_label, load_negative_bank
 from training.report import write_report
@@ -131,12 +132,14 @@ def _make_dataset_class():
     class AugmentedBatches(keras.utils.PyDataset):
         """Training batches: shuffled per epoch, augmented in the feature domain, seeded per epoch."""
 
-        def __init__(self, fs, idx, batch_size, aug, seed, sample_weights=None, negatives=None):
+        def __init__(self, fs, idx, batch_size, aug, seed, sample_weights=None, negatives=None, teacher=None,
+                     distill_weight=0.0):
             super().__init__(workers=_loader_threads(), use_multiprocessing=False)
             self.fs, self.idx, self.batch_size, self.aug, self.seed = fs, np.asarray(idx), batch_size, aug, seed
             self.noise_idx = fs.noise_indices()
             self.sample_weights = sample_weights
             self.negatives = negatives          # training.mining.NegativeMixer or None
+            self.teacher, self.distill_weight = teacher, distill_weight   # training.distill.Teacher or None
             self.epoch = 0
             self._order = self._shuffle()
 
@@ -154,6 +157,9 @@ def _make_dataset_class():
             w = self.sample_weights[y].astype(np.float32) if self.sample_weights is not None else None
             if self.negatives is not None:
                 x, y, w = self.negatives.extend(x, y, w, rng, enabled=self.aug.enabled)
+            if self.teacher is not None:        # positives first, appended negatives keep one-hot targets
+                y = soft_targets(y, self.teacher.scores(x[:len(sel)]), len(self.fs.label_names),
+                                 self.distill_weight)
             x = to_model_input(x, self.fs.config)
             return (x, y) if w is None else (x, y, w)
 
@@ -286,8 +292,8 @@ def _compiled_model(fs: FeatureSet, cfg: TrainConfig, train_size: int) -> Any:
     steps = int(np.ceil(train_size / cfg.batch_size)) * cfg.epochs
     schedule = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=max(1, steps),
                                                       alpha=0.02, warmup_target=None)
-    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay),
-                  loss=keras.losses.SparseCategoricalCrossentropy(),
+    loss = keras.losses.CategoricalCrossentropy() if cfg.teacher else keras.losses.SparseCategoricalCrossentropy()
+    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay), loss=loss,
                   metrics=["accuracy"], jit_compile=cfg.jit_compile)
     return model
 
@@ -374,13 +380,16 @@ def fit(fs: FeatureSet, cfg: TrainConfig, out: Path, *, resume: bool = False, di
     _set_normalisation(fs)
     write_feature_config(out, fs.config)
     write_labels(out, fs.label_names)
+    teacher = Teacher(cfg.teacher, fs.label_names, fs.config) if cfg.teacher else None
     _seed_and_precision(cfg)
     start = _start_model(fs, cfg, out, resume=resume, distribute=distribute, train_size=train_idx.size)
     weights = _class_weight_vector(fs, train_idx, cfg)
     batches = _make_dataset_class()(fs, train_idx, cfg.batch_size, AugmentConfig(enabled=cfg.augment), cfg.seed,
-                                    weights, negatives)
+                                    weights, negatives, teacher, cfg.distill_weight)
     batches.epoch = start.epoch
     validation = _validation_windows(fs, val_idx)
+    if teacher is not None:   # categorical loss: one-hot validation targets
+        validation = (validation[0], np.eye(len(fs.label_names), dtype=np.float32)[validation[1]])
     t0 = time.perf_counter()
     interrupted = _run_fit(start, batches, validation, cfg, out, verbose)
     seconds = time.perf_counter() - t0
@@ -493,6 +502,8 @@ def _check_config(config: TrainConfig) -> None:
     if config.epochs < 1 or config.batch_size < 1:
         raise AuricleError("--epochs and --batch-size must be >= 1")
     _check_negative_settings(config)
+    if not 0 <= config.distill_weight <= 1:
+        raise AuricleError(f"--distill-weight must be in [0, 1], got {config.distill_weight}")
 
 
 def _check_negative_settings(config: TrainConfig) -> None:
@@ -699,6 +710,14 @@ def _add_negative_options(p: argparse.ArgumentParser) -> None:
                    help="reportable-label probability that makes a negative window hard")
 
 
+def _add_distill_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--teacher", metavar="BUNDLE",
+                   help="distil from a bundle (same labels and frontend, trained on this split's train part): "
+                        "each positive's target mixes in the teacher's scores for the same augmented window")
+    p.add_argument("--distill-weight", type=float, default=TrainConfig.distill_weight, metavar="A",
+                   help="share of the teacher's scores in the target (0: plain labels)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m training.train",
@@ -713,6 +732,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fit_options(p)
     _add_run_options(p)
     _add_negative_options(p)
+    _add_distill_options(p)
     p.add_argument("--export-dtype", choices=("float32", "float16"), default="float32",
                    help="dtype of --export-weights arrays (float16 halves a big model's transfer)")
     p.add_argument("--export-weights", metavar="DIR",
@@ -731,7 +751,7 @@ def _config_from(args: argparse.Namespace) -> TrainConfig:
                        negative_fraction=args.negative_fraction, negative_mix_prob=args.negative_mix_prob,
                        negative_snr_db=tuple(args.negative_snr), mine_rounds=args.mine_rounds,
                        mine_epochs=args.mine_epochs, mine_threshold=args.mine_threshold,
-                       mine_max_drop=args.mine_max_drop)
+                       mine_max_drop=args.mine_max_drop, teacher=args.teacher, distill_weight=args.distill_weight)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
