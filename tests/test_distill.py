@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ from edge.classifier import _Model
 from edge.errors import AuricleError
 from edge.features import edge_config, log_mel
 from test_negatives import tiny_corpus
-from tiny_bundle import cached_bundle, load_clip
+from tiny_bundle import load_clip
 from training.distill import Teacher, soft_targets
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,7 +35,16 @@ def test_soft_targets_mix_teacher_rows_and_keep_the_rest_one_hot():
 
 @pytest.fixture(scope="module")
 def teacher_bundle(tmp_path_factory):
-    return cached_bundle(tmp_path_factory, "teacher_yes_no", labels=("no", "yes"), train_clips_dir=DATA)
+    """A real two-label bundle, built in its own process: an in-process Keras fit here changes what later
+    tiny training runs in this test process start from."""
+    out = tmp_path_factory.mktemp("teacher") / "teacher_yes_no"
+    code = ("import sys; from tiny_bundle import make_tiny_bundle; "
+            "make_tiny_bundle(sys.argv[1], labels=('no', 'yes'), train_clips_dir=sys.argv[2])")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests"), str(REPO)])}
+    r = subprocess.run([sys.executable, "-c", code, str(out), str(DATA)], capture_output=True, text=True,
+                       cwd=REPO, env=env, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out
 
 
 def test_teacher_scores_are_the_bundle_model_on_the_same_windows(teacher_bundle):
