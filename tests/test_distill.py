@@ -91,3 +91,16 @@ def test_cli_wrong_teacher_is_one_line_and_exit_2(tmp_path, teacher_bundle):
     lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and "same labels" in lines[0] and "Traceback" not in r.stderr
     assert not (tmp_path / "run" / "model.keras").exists()
+
+
+def test_resuming_with_a_different_teacher_setting_is_one_line_and_exit_2(tmp_path, teacher_bundle):
+    data = tiny_corpus(tmp_path / "data", labels=("yes", "no"))
+    base = [sys.executable, "-m", "training.train", "--data", data, "--out", tmp_path / "run", "--epochs", "1",
+            "--batch-size", "8", "--width", "0.25", "--quiet", "--cache-dir", tmp_path / "cache"]
+    first = subprocess.run([str(c) for c in base], capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    again = base[:7] + ["--epochs", "2", "--resume", "--teacher", teacher_bundle] + base[9:]
+    r = subprocess.run([str(c) for c in again], capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert r.returncode == 2, r.stderr[-2000:]
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
+    assert "without --teacher" in lines[-1] and "Traceback" not in r.stderr

@@ -325,6 +325,14 @@ def _start_model(fs: FeatureSet, cfg: TrainConfig, out: Path, *, resume: bool, d
     return start
 
 
+def _check_resumed_loss(model: Any, cfg: TrainConfig) -> None:
+    """A checkpoint keeps the loss it was compiled with: soft (distilled) targets need the categorical one."""
+    categorical = type(getattr(model, "loss", None)).__name__ == "CategoricalCrossentropy"
+    if bool(cfg.teacher) != categorical:
+        raise AuricleError("--resume: the checkpoint was trained " + ("with" if categorical else "without")
+                           + " --teacher; resume it the same way, or train into a new --out")
+
+
 def _class_weight_vector(fs: FeatureSet, train_idx: np.ndarray, cfg: TrainConfig) -> np.ndarray | None:
     if not cfg.class_weighting:
         return None
@@ -383,6 +391,7 @@ def fit(fs: FeatureSet, cfg: TrainConfig, out: Path, *, resume: bool = False, di
     teacher = Teacher(cfg.teacher, fs.label_names, fs.config) if cfg.teacher else None
     _seed_and_precision(cfg)
     start = _start_model(fs, cfg, out, resume=resume, distribute=distribute, train_size=train_idx.size)
+    _check_resumed_loss(start.model, cfg)
     weights = _class_weight_vector(fs, train_idx, cfg)
     batches = _make_dataset_class()(fs, train_idx, cfg.batch_size, AugmentConfig(enabled=cfg.augment), cfg.seed,
                                     weights, negatives, teacher, cfg.distill_weight)
