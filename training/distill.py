@@ -44,7 +44,6 @@ class Teacher:
         from edge.bundle import load_bundle
 
         self.bundle = load_bundle(bundle)
-        self.path = str(bundle)
         if list(self.bundle.labels) != list(labels):
             raise AuricleError(f"--teacher {bundle} has labels {list(self.bundle.labels)}, the data has "
                                f"{list(labels)}; a teacher must have the same labels in the same order")
