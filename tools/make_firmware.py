@@ -2,15 +2,16 @@
 
 Two routes, both deterministic given --seed (cuDNN/XLA kernels aside):
 
-* **CPU** (default): train each network here with ``python -m training.train``, then convert it with
-  ``python -m converters.quantize``. Fine for the edge-profile models; the 224x224 seed-profile models take hours
-  on a 2-core CPU (use --only to pick).
-* **GPU host** (how the shipped bundles were made):
-    1. ``python -m tools.make_firmware --gpu-features .gpu``   (train+val features, float16, compressed)
-    2. on the GPU host: ``bash tools/gpu_train.sh``            (Keras on JAX/PyTorch; weights to $OUT)
-    3. ``python -m tools.make_firmware --import-gpu DIR``      (rebuild, evaluate on test, quantize)
+* **CPU** (default): train each network here with ``python -m training.train`` (each spec below is the recipe
+  its shipped bundle records), convert it with ``python -m converters.quantize`` and tune the detector on the
+  validation audio. This is how the keyword edge bundles ship: they learn to reject from negative audio, which
+  only this route reads. The 224x224 seed-profile models take hours on a 2-core CPU (use --only to pick).
+* **GPU host** (how the seed-profile bundles were made; features only, so no negative audio):
+    1. ``python -m tools.make_firmware --gpu-features .gpu --only kws_mobilenet_seed kws_resnet18_seed``
+    2. on the GPU host: ``JOBS="seed_mn seed_rn" bash tools/gpu_train.sh``  (Keras on JAX/PyTorch; weights to $OUT)
+    3. ``python -m tools.make_firmware --import-gpu DIR --only kws_mobilenet_seed kws_resnet18_seed``
 
-    python -m tools.make_firmware --data ../shared/data/speech_commands_v0.02_test
+    python -m tools.make_firmware --only kws_mobilenet_edge      # ~25 min on one core of a 2-core CPU
 """
 from __future__ import annotations
 
@@ -33,14 +34,19 @@ class Spec:
     profile: str
     epochs: int
     recalibrate_bn: int = 0   # applied on import from the GPU host (short seed runs)
+    train_args: tuple[str, ...] = ()   # the recipe beyond network/profile/epochs, as training.train options
+    negatives: bool = False   # trains on --negatives (the negatives folder + ESC-10 folds 1-3); CPU route only
 
 
+# Each spec is the recipe its shipped bundle records in manifest.json (tests/test_make_firmware.py checks it).
+_REJECTING = ("--dropout", "0.3", "--weight-decay", "0.05", "--mine-rounds", "1", "--mine-epochs", "3")
 SHIPPED = (
-    Spec("kws_mobilenet_edge", "mobilenet", "edge", 100),      # the default bundle
+    Spec("kws_mobilenet_edge", "mobilenet", "edge", 70, train_args=_REJECTING, negatives=True),   # the default
     Spec("kws_resnet18_edge", "resnet18", "edge", 60),
     Spec("kws_mobilenet_seed", "mobilenet", "seed", 40, recalibrate_bn=1024),
     Spec("kws_resnet18_seed", "resnet18", "seed", 40, recalibrate_bn=1024),
 )
+ESC_TRAIN_FOLDS = Path("runs/esc10_folds123")   # ESC-10 folds 1-3: negatives to learn from (4-5 stay unseen)
 
 
 def _run(cmd: list[str]) -> None:
@@ -51,25 +57,86 @@ def _run(cmd: list[str]) -> None:
         raise AuricleError(f"step failed with exit {r.returncode}: {' '.join(cmd)}")
 
 
+def negative_sources(negatives: Path) -> list[str]:
+    return [str(negatives), str(ESC_TRAIN_FOLDS)]
+
+
+def train_command(spec: Spec, data: Path, seed: int, negatives: Path) -> list[str]:
+    """The ``training.train`` command line that rebuilds one shipped bundle's run on this machine."""
+    cmd = [sys.executable, "-m", "training.train", "--data", str(data), "--network", spec.network,
+           "--profile", spec.profile, "--epochs", str(spec.epochs), "--patience", "0", "--seed", str(seed),
+           *spec.train_args, "--quiet", "--out", f"runs/{spec.name}"]
+    if spec.negatives:
+        cmd[-3:-3] = ["--negatives", *negative_sources(negatives)]
+    return cmd
+
+
+def prepare_negatives(esc10: Path) -> None:
+    """Link ESC-10 folds 1-3 into runs/esc10_folds123 once (train and validation negatives, never test)."""
+    if not (ROOT / ESC_TRAIN_FOLDS).is_dir():
+        _run([sys.executable, "-m", "tools.esc10_folds", "--data", str(esc10), "--folds", "1,2,3",
+              "--out", str(ESC_TRAIN_FOLDS)])
+
+
 def quantize(spec: Spec, data: Path) -> None:
     _run([sys.executable, "-m", "converters.quantize", "--run", f"runs/{spec.name}", "--out",
           f"firmware_assets/{spec.name}", "--data", str(data)])
 
 
-def tune(spec: Spec, data: Path) -> None:
-    """Detector threshold/smoothing from a 2-minute stream of validation speakers (edge bundles: the seed
-    ones stream too slowly on a CPU to sweep the grid)."""
+def tune(spec: Spec, data: Path, negatives: Path) -> None:
+    """The detector's operating point for at most 1 false accept per hour of the validation negatives, on a
+    4-minute stream of validation speakers (edge bundles only: the seed ones stream too slowly on a CPU)."""
     import tempfile
     with tempfile.TemporaryDirectory() as tmp:
         _run([sys.executable, "-m", "tools.make_sample_stream", "--data", str(data), "--split", "val", "--duration",
-              "120", "--seed", "11", "--out", tmp, "--name", "val_stream"])
-        _run([sys.executable, "-m", "tools.tune_detector", "--bundle", f"firmware_assets/{spec.name}", "--stream",
-              f"{tmp}/val_stream.wav"])
+              "240", "--seed", "11", "--out", tmp, "--name", "val_stream"])
+        _run([sys.executable, "-m", "tools.tune_detector", "--bundle", f"firmware_assets/{spec.name}",
+              "--target-fa", "1", "--negatives", *negative_sources(negatives), "--stream", f"{tmp}/val_stream.wav"])
+
+
+def _gpu_features(out: Path, data: Path, specs: list[Spec]) -> None:
+    import numpy as np
+
+    from training.train import build_featureset
+    out.mkdir(parents=True, exist_ok=True)
+    for profile in sorted({s.profile for s in specs}):
+        fs, _ = build_featureset(data, profile)
+        fs.save(out / f"{profile}_full.npz")   # all splits, for --import-gpu
+        keep = fs.split != "test"                          # the GPU host never sees the test split
+        np.savez_compressed(out / f"{profile}.npz", padded=fs.padded[keep].astype("float16"),
+                            y=fs.y[keep].astype(np.int16), split=fs.split[keep].astype("U5"),
+                            paths=fs.paths[keep].astype(str), label_names=np.asarray(fs.label_names, dtype=str),
+                            config=np.asarray(fs.config.to_json()), pad_frames=np.asarray(fs.pad_frames))
+        print(f"wrote {out / f'{profile}.npz'}")
+
+
+def _import_command(spec: Spec, weights: Path, gpu_features: Path | None, data: Path) -> list[str]:
+    feats = (gpu_features or Path(".gpu")) / f"{spec.profile}_full.npz"
+    cmd = [sys.executable, "-m", "training.weights_io", "import", "--weights", str(weights),
+           "--prefix", spec.name, "--features", str(feats), "--out", f"runs/{spec.name}", "--data", str(data)]
+    if spec.recalibrate_bn:
+        cmd += ["--recalibrate-bn", str(spec.recalibrate_bn)]
+    return cmd
+
+
+def _specs(only: list[str] | None, gpu: bool) -> list[Spec]:
+    specs = [s for s in SHIPPED if only is None or s.name in only]
+    if only and len(specs) != len(only):
+        raise AuricleError(f"--only names unknown bundles; choose from {[s.name for s in SHIPPED]}")
+    carried = [s.name for s in specs if s.negatives]
+    if gpu and carried:
+        raise AuricleError(f"{', '.join(carried)} train(s) on negative audio, which the GPU route does not carry; "
+                           f"rebuild them here without --gpu-features/--import-gpu, or pick others with --only")
+    return specs
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=Path("../shared/data/speech_commands_v0.02_test"))
+    p.add_argument("--negatives", type=Path, default=Path("../shared/data/negatives"),
+                   help="audio without keywords that the rejecting bundles learn from (split by file; test unread)")
+    p.add_argument("--esc10", type=Path, default=Path("../shared/data/esc10"),
+                   help="ESC-10 (folds 1-3 become more negatives for the rejecting bundles)")
     p.add_argument("--only", nargs="*", default=None, help="bundle names to rebuild (default: all shipped)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--gpu-features", type=Path, metavar="DIR", help="write DIR/{edge,seed}.npz for a GPU host")
@@ -78,43 +145,22 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     if not a.data.is_dir():
         raise AuricleError(f"data folder {a.data} does not exist; pass --data (Speech Commands test set)")
-    specs = [s for s in SHIPPED if a.only is None or s.name in a.only]
-    if a.only and len(specs) != len(a.only):
-        raise AuricleError(f"--only names unknown bundles; choose from {[s.name for s in SHIPPED]}")
-
-    if a.gpu_features:
-        import numpy as np
-
-        from training.train import build_featureset
-        a.gpu_features.mkdir(parents=True, exist_ok=True)
-        for profile in sorted({s.profile for s in specs}):
-            fs, _ = build_featureset(a.data, profile)
-            fs.save(a.gpu_features / f"{profile}_full.npz")   # all splits, for --import-gpu
-            keep = fs.split != "test"                          # the GPU host never sees the test split
-            np.savez_compressed(a.gpu_features / f"{profile}.npz", padded=fs.padded[keep].astype("float16"),
-                                y=fs.y[keep].astype(np.int16), split=fs.split[keep].astype("U5"),
-                                paths=fs.paths[keep].astype(str), label_names=np.asarray(fs.label_names, dtype=str),
-                                config=np.asarray(fs.config.to_json()), pad_frames=np.asarray(fs.pad_frames))
-            print(f"wrote {a.gpu_features / f'{profile}.npz'}")
+    specs = _specs(a.only, gpu=bool(a.gpu_features or a.import_gpu))
+    if a.gpu_features and not a.import_gpu:
+        _gpu_features(a.gpu_features, a.data, specs)
         return 0
-
+    if any(s.negatives for s in specs):
+        for folder, flag in ((a.negatives, "--negatives"), (a.esc10, "--esc10")):
+            if not folder.is_dir():
+                raise AuricleError(f"{flag} folder {folder} does not exist; pass {flag} (see ../shared/data/README.md)")
+        prepare_negatives(a.esc10)
     for spec in specs:
-        if a.import_gpu:
-            feats = (a.gpu_features or Path(".gpu")) / f"{spec.profile}_full.npz"
-            cmd = [sys.executable, "-m", "training.weights_io", "import", "--weights", str(a.import_gpu),
-                   "--prefix", spec.name, "--features", str(feats), "--out", f"runs/{spec.name}",
-                   "--data", str(a.data)]
-            if spec.recalibrate_bn:
-                cmd += ["--recalibrate-bn", str(spec.recalibrate_bn)]
-            _run(cmd)
-        else:
-            _run([sys.executable, "-m", "training.train", "--data", str(a.data), "--network", spec.network,
-                  "--profile", spec.profile, "--epochs", str(spec.epochs), "--patience", "0", "--seed", str(a.seed),
-                  "--quiet", "--out", f"runs/{spec.name}"])
+        _run(_import_command(spec, a.import_gpu, a.gpu_features, a.data) if a.import_gpu
+             else train_command(spec, a.data, a.seed, a.negatives))
         if not a.skip_quantize:
             quantize(spec, a.data)
             if spec.profile == "edge":
-                tune(spec, a.data)
+                tune(spec, a.data, a.negatives)
     return 0
 
 

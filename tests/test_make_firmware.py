@@ -1,0 +1,64 @@
+"""`make firmware` rebuilds what ships: each spec's training command is the recipe its bundle's manifest
+records, the rejecting bundles train on negatives, and bad input is one line with exit 2."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tools import make_firmware
+from training.config import TrainConfig
+from training.train import _config_from, build_parser
+
+REPO = Path(__file__).resolve().parent.parent
+ASSETS = REPO / "firmware_assets"
+# settings that do not change the model: a run's wall-clock budget, its compiler choice
+NOT_RECIPE = {"time_limit", "jit_compile"}
+
+
+def _parsed(spec: make_firmware.Spec):
+    cmd = make_firmware.train_command(spec, Path("data"), 0, Path("neg"))
+    assert cmd[:3] == [sys.executable, "-m", "training.train"]
+    return build_parser().parse_args(cmd[3:])
+
+
+@pytest.mark.parametrize("spec", make_firmware.SHIPPED, ids=[s.name for s in make_firmware.SHIPPED])
+def test_spec_is_the_recipe_the_shipped_bundle_records(spec):
+    manifest = ASSETS / spec.name / "manifest.json"
+    if not manifest.is_file():
+        pytest.skip(f"{spec.name} is not shipped in this checkout")
+    recorded = json.loads(manifest.read_text())["training"]["train_config"]
+    ours = _config_from(_parsed(spec)).to_dict()
+    shared = (set(recorded) & set(ours)) - NOT_RECIPE
+    assert {"network", "profile", "epochs", "weight_decay", "dropout"} <= shared
+    as_recorded = TrainConfig.from_dict(recorded).to_dict()   # JSON lists back to the config's tuples
+    assert {k: ours[k] for k in shared} == {k: as_recorded[k] for k in shared}
+    # settings the manifest records that this version cannot set would be silently dropped by a rebuild
+    unknown = set(recorded) - set(TrainConfig().to_dict()) - NOT_RECIPE
+    assert not unknown or spec.name == "kws_resnet18_edge", unknown
+
+
+def test_rejecting_bundles_train_on_negatives_and_esc_folds_1_to_3():
+    spec = next(s for s in make_firmware.SHIPPED if s.name == "kws_mobilenet_edge")
+    args = _parsed(spec)
+    assert args.negatives == ["neg", "runs/esc10_folds123"]
+    assert args.out == "runs/kws_mobilenet_edge"
+    plain = next(s for s in make_firmware.SHIPPED if not s.negatives)
+    assert _parsed(plain).negatives is None
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--import-gpu", "w", "--only", "kws_mobilenet_edge"], "GPU route does not carry"),
+    (["--only", "nope"], "--only names unknown bundles"),
+    (["--only", "kws_mobilenet_edge", "--negatives", "missing_negatives"], "--negatives folder"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, extra, needle):
+    r = subprocess.run([sys.executable, "-m", "tools.make_firmware", "--data", str(tmp_path), *extra],
+                       cwd=tmp_path, capture_output=True, text=True,
+                       env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], r.stderr
