@@ -38,7 +38,7 @@ def test_spec_is_the_recipe_the_shipped_bundle_records(spec):
     assert {k: ours[k] for k in shared} == {k: as_recorded[k] for k in shared}
     # settings the manifest records that this version cannot set would be silently dropped by a rebuild
     unknown = set(recorded) - set(TrainConfig().to_dict()) - NOT_RECIPE
-    assert not unknown or spec.name == "kws_resnet18_edge", unknown
+    assert not unknown, unknown
 
 
 def test_rejecting_bundles_train_on_negatives_and_esc_folds_1_to_3():

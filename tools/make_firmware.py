@@ -42,7 +42,8 @@ class Spec:
 _REJECTING = ("--dropout", "0.3", "--weight-decay", "0.05", "--mine-rounds", "1", "--mine-epochs", "3")
 SHIPPED = (
     Spec("kws_mobilenet_edge", "mobilenet", "edge", 70, train_args=_REJECTING, negatives=True),   # the default
-    Spec("kws_resnet18_edge", "resnet18", "edge", 60),
+    Spec("kws_resnet18_edge", "resnet18", "edge", 50, train_args=("--dropout", "0.3", "--weight-decay", "0.01"),
+         negatives=True),
     Spec("kws_mobilenet_seed", "mobilenet", "seed", 40, recalibrate_bn=1024),
     Spec("kws_resnet18_seed", "resnet18", "seed", 40, recalibrate_bn=1024),
 )
