@@ -59,18 +59,22 @@ def _per_label(d: dict[str, Any]) -> str:
 
 
 def markdown(figures: Sequence[BundleFigures], *, negatives: str, extra: Sequence[str], stream: Path) -> str:
+    from edge.intervals import proportion_interval, rate_interval
+
     lines = ["| bundle | threshold / smooth / min-gap | held-out negatives | FA | FA/h | other negatives | FA | FA/h "
-             "| all FA/h | FRR (test speakers) |", "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|"]
+             "| all FA/h (95 % CI) | FRR (test speakers; 95 % CI) |", "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|"]
     for f in figures:
         s, h, x = f.settings, f.held_out, f.extra
         fa, hours = f.combined()
         pos = h["positives"]
+        fa_lo, fa_hi = rate_interval(fa, hours)
+        frr_lo, frr_hi = proportion_interval(pos["misses"], pos["truth_words"])
         other = (f"{x['negative_hours']:.2f} h | {x['false_accepts']['total']} | {x['false_accepts_per_hour']:.1f}"
                  if x else "- | - | -")
         lines.append(f"| `{f.bundle}` | {s['threshold']:g} / {s['smooth']} / {s['min_gap']:g} s "
                      f"| {h['negative_hours']:.2f} h | {h['false_accepts']['total']} | {h['false_accepts_per_hour']:.1f} "
-                     f"| {other} | {fa / hours:.1f} | {100 * h['false_reject_rate']:.1f} % "
-                     f"({pos['misses']}/{pos['truth_words']}) |")
+                     f"| {other} | {fa / hours:.1f} ({fa_lo:.1f}-{fa_hi:.1f}) | {100 * h['false_reject_rate']:.1f} % "
+                     f"({pos['misses']}/{pos['truth_words']}; {100 * frr_lo:.0f}-{100 * frr_hi:.0f} %) |")
     lines.append("")
     for f in figures:
         lines.append(f"- `{f.bundle}` false accepts by label: held-out {_per_label(f.held_out)}"

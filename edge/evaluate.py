@@ -14,7 +14,8 @@ detector settings and defaults (``--bundle``, ``--hop``, ``--threshold``, ``--sm
   FA/h). The model runs once; each grid point replays the stored window scores through the detector's own
   event rule (:class:`edge.gate.EventGate`), so a point is exactly what ``edge.listen`` would report.
 
-Output: a table on stdout; ``--json`` prints one JSON object instead; ``--out DIR`` writes
+Output: a table on stdout, with 95 % intervals for the FA/h (exact Poisson) and the FRR (Wilson) of the
+operating point; ``--json`` prints one JSON object instead; ``--out DIR`` writes
 ``evaluation.json``, ``det.csv`` and, where matplotlib is installed, ``det.png``. Only numpy, a TFLite
 runtime and soundfile are needed: it runs on the device.
 """
@@ -208,6 +209,7 @@ class Evaluation:
             "false_accepts": {"total": p.false_accepts, "per_label": p.per_label},
             "false_accepts_per_hour": round(p.false_accepts_per_hour, 3),
             "false_reject_rate": None if p.false_reject_rate is None else round(p.false_reject_rate, 4),
+            **confidence(p, self.negative_hours),
             "positives": None if p.truth_words is None else {
                 "truth_words": p.truth_words, "hits": p.hits, "misses": p.misses,
                 "false_alarms": p.positive_false_alarms},
@@ -216,6 +218,16 @@ class Evaluation:
             "seconds_per_audio_hour": round(self.wall_seconds / max(self.audio_seconds / 3600, 1e-9), 2),
             "wall_seconds": round(self.wall_seconds, 2), "audio_seconds": round(self.audio_seconds, 2),
         }
+
+
+def confidence(p: Operating, hours: float) -> dict[str, list[float] | None]:
+    """95 % intervals of an operating point's FA/h (exact Poisson) and FRR (Wilson): how sure the figures are."""
+    from edge.intervals import proportion_interval, rate_interval
+
+    fa = rate_interval(p.false_accepts, hours) if hours > 0 else None
+    frr = proportion_interval(p.misses, p.truth_words) if p.truth_words and p.misses is not None else None
+    return {"false_accepts_per_hour_ci95": None if fa is None else [round(fa[0], 3), round(fa[1], 3)],
+            "false_reject_rate_ci95": None if frr is None else [round(frr[0], 4), round(frr[1], 4)]}
 
 
 def _progress(k: int, n: int, name: str, quiet: bool) -> None:
@@ -273,19 +285,27 @@ def _frr(r: Operating) -> str:
     return "-" if r.false_reject_rate is None else f"{100 * r.false_reject_rate:.1f} %"
 
 
+def _fa_ci(ci: dict[str, Any]) -> str:
+    fa = ci["false_accepts_per_hour_ci95"]
+    return "" if fa is None else f" (95 % CI {fa[0]:.2f}-{fa[1]:.2f})"
+
+
 def format_table(ev: Evaluation) -> str:
     p, s = ev.point, ev.settings
+    ci = confidence(p, ev.negative_hours)
     lines = [f"bundle {ev.bundle} ({s['model']}), hop {s['hop']:.3g} s, threshold {s['threshold']:g}, "
              f"smooth {s['smooth']}, min-gap {s['min_gap']:g} s",
              f"negatives: {ev.negative_files} files, {ev.negative_hours:.3f} h"
              + (f" ({s['split']} split)" if s.get("split") else ""),
-             f"false accepts: {p.false_accepts} = {p.false_accepts_per_hour:.2f} per hour"]
+             f"false accepts: {p.false_accepts} = {p.false_accepts_per_hour:.2f} per hour{_fa_ci(ci)}"]
     fired = {k: v for k, v in p.per_label.items() if v}
     if fired:
         lines.append("  per label: " + ", ".join(f"{k} {v}" for k, v in sorted(fired.items(), key=lambda kv: -kv[1])))
     if p.truth_words is not None:
+        lo, hi = ci["false_reject_rate_ci95"] or (0.0, 0.0)
         lines.append(f"positives: {p.hits}/{p.truth_words} hit, {p.misses} missed: false reject rate {_frr(p)}"
-                     f" ({p.positive_false_alarms} false alarms on the positive stream)")
+                     f" (95 % CI {100 * lo:.1f}-{100 * hi:.1f} %; {p.positive_false_alarms} false alarms on the "
+                     "positive stream)")
     lines.append(f"time: {ev.wall_seconds:.1f} s for {ev.audio_seconds / 3600:.3f} h of audio "
                  f"({ev.wall_seconds / max(ev.audio_seconds / 3600, 1e-9):.0f} s per hour)")
     if ev.sweep:

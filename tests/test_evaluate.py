@@ -15,6 +15,7 @@ import pytest
 
 import tiny_bundle
 from edge.gate import EventGate
+from edge.intervals import proportion_interval, rate_interval
 from test_listen import NO_CLIP, YES_CLIP, json_lines, one_line_error, run, word_stream, write_wav
 
 SETTINGS = ["--threshold", "0.8", "--smooth", "3", "--min-gap", "1", "--threads", "1"]
@@ -77,6 +78,9 @@ def test_false_accepts_and_hours_match_what_listen_reports(edge_bundle, tmp_path
     assert d["negative_hours"] == pytest.approx(seconds / 3600, abs=1e-4)
     assert d["false_accepts_per_hour"] == pytest.approx(len(expected) / (seconds / 3600), rel=1e-3)
     assert d["negative_files"] == 2 and d["false_reject_rate"] is None
+    lo, hi = d["false_accepts_per_hour_ci95"]                   # the count's exact interval, per hour
+    assert lo < d["false_accepts_per_hour"] < hi and d["false_reject_rate_ci95"] is None
+    assert (lo, hi) == pytest.approx(rate_interval(len(expected), seconds / 3600), rel=1e-3)
     assert [e["time"] for e in d["false_accept_events"]] == [e["time"] for e in expected]
 
 
@@ -94,6 +98,7 @@ def test_positives_hits_and_misses_with_a_truth_file(edge_bundle, tmp_path):
     assert d["positives"]["truth_words"] == 3
     assert d["positives"]["hits"] == 2 and d["positives"]["misses"] == 1
     assert d["false_reject_rate"] == pytest.approx(1 / 3, abs=1e-4)
+    assert d["false_reject_rate_ci95"] == pytest.approx(proportion_interval(1, 3), abs=1e-4)
     assert d["false_accepts"]["total"] == 0
 
 
