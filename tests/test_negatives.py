@@ -12,7 +12,7 @@ import pytest
 
 from edge.features import edge_config, log_mel
 from edge.splits import split_of
-from training.mining import NegativeMixer, mine_hard_negatives
+from training.mining import NegativeMixer, mine_hard_negatives, window_false_accepts
 from training.negatives import (BACKGROUND_LABEL, NegativeBank, background_label, find_negative_files,
                                 load_negative_bank, mix_under)
 
@@ -109,12 +109,29 @@ def test_mining_keeps_exactly_the_windows_that_score_above_threshold():
     bank = _bank((2.0,))
     bank.config = bank.config.__class__(**{**bank.config.to_dict(), "norm_mean": 0.0, "norm_std": 1.0})
     bank.frames[0][120:140] = 30                      # 0.2 s of "keyword-like" sound in the middle
-    hard, stats = mine_hard_negatives(_FakeScores(), bank, np.array([False, True]), threshold=0.5, hop_frames=1)
+    hard, stats = mine_hard_negatives(_FakeScores(), bank, np.array([False, True]), config=bank.config,
+                                      threshold=0.5, hop_frames=1)
     n = bank.config.n_frames
     starts = range(0, bank.frames[0].shape[0] - n + 1)
     expected = sum(1 for s in starts if bank.frames[0][s:s + n].astype(np.float32).max() > 0)
     assert stats["hard"] == len(hard) == expected > 0
     assert stats["windows"] == len(starts)
+
+
+def test_mining_scores_windows_with_the_models_normalisation_not_the_banks():
+    """The bank is loaded before training computes the normalisation statistics; scoring its windows with
+    the bank's copy of the config fed the model un-normalised dB, and mining picked windows at random."""
+    bank = _bank((2.0,))
+    raw = bank.config.__class__(**{**bank.config.to_dict(), "norm_mean": 0.0, "norm_std": 1.0})
+    bank.config = raw
+    bank.frames[0][120:140] = 30                      # loud in dB; below the mean once normalised (mean 40)
+    trained = raw.__class__(**{**raw.to_dict(), "norm_mean": 40.0, "norm_std": 1.0})
+    fg = np.array([False, True])
+    hard, _ = mine_hard_negatives(_FakeScores(), bank, fg, config=trained, threshold=0.5, hop_frames=1)
+    assert len(hard) == 0                             # what the trained model sees: nothing loud
+    assert window_false_accepts(_FakeScores(), bank, fg, config=trained, threshold=0.5, hop_frames=1,
+                                split="train") == 0
+    assert window_false_accepts(_FakeScores(), bank, fg, config=raw, threshold=0.5, hop_frames=1, split="train") > 0
 
 
 def _speaker_in(split: str, start: int) -> tuple[str, int]:

@@ -63,17 +63,18 @@ def foreground_scores(model: Any, windows: np.ndarray, config: Any, foreground: 
     return probs[:, foreground].max(axis=1)
 
 
-def mine_hard_negatives(model: Any, bank: NegativeBank, foreground: np.ndarray, *, threshold: float,
+def mine_hard_negatives(model: Any, bank: NegativeBank, foreground: np.ndarray, *, config: Any, threshold: float,
                         hop_frames: int = 10, limit: int = 8000, split: str = "train",
                         seed: int = 0) -> tuple[np.ndarray, dict[str, float]]:
     """Windows of ``split`` negatives scoring >= ``threshold`` for any reportable label (at most ``limit``,
-    the highest-scoring kept), and what the pass saw: windows, hits, seconds."""
+    the highest-scoring kept), and what the pass saw: windows, hits, seconds. ``config`` is the model's own
+    frontend config, with the normalisation it was trained on (the bank's copy may predate it)."""
     t0 = time.perf_counter()
     kept: list[np.ndarray] = []
     scores: list[np.ndarray] = []
     total = 0
     for batch in bank.sliding_windows(split, hop_frames):
-        s = foreground_scores(model, batch, bank.config, foreground)
+        s = foreground_scores(model, batch, config, foreground)
         total += len(batch)
         hit = s >= threshold
         if hit.any():
@@ -89,12 +90,13 @@ def mine_hard_negatives(model: Any, bank: NegativeBank, foreground: np.ndarray, 
     return hard, stats
 
 
-def window_false_accepts(model: Any, bank: NegativeBank, foreground: np.ndarray, *, threshold: float,
+def window_false_accepts(model: Any, bank: NegativeBank, foreground: np.ndarray, *, config: Any, threshold: float,
                          split: str = "val", hop_frames: int = 10) -> float:
-    """Windows per hour of ``split`` negatives above ``threshold``: a quick, detector-free rejection figure."""
+    """Windows per hour of ``split`` negatives above ``threshold``: a quick, detector-free rejection figure
+    (``config``: the model's frontend config, as for :func:`mine_hard_negatives`)."""
     hits = 0
     for batch in bank.sliding_windows(split, hop_frames):
-        hits += int((foreground_scores(model, batch, bank.config, foreground) >= threshold).sum())
+        hits += int((foreground_scores(model, batch, config, foreground) >= threshold).sum())
     return hits / max(bank.seconds(split) / 3600, 1e-9)
 
 

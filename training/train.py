@@ -419,7 +419,7 @@ def _mining_round(model: Any, fs: FeatureSet, cfg: TrainConfig, mixer: NegativeM
     """Mine the train negatives with ``model``, fine-tune it in place; what the round saw and gave."""
     import keras
 
-    hard, stats = mine_hard_negatives(model, mixer.bank, fg, threshold=cfg.mine_threshold)
+    hard, stats = mine_hard_negatives(model, mixer.bank, fg, config=fs.config, threshold=cfg.mine_threshold)
     print(f"mining round {r + 1}: {stats['hard']} hard windows of {stats['windows']} "
           f"({stats['hard_per_hour']}/h of train negatives, {stats['seconds']} s)", flush=True)
     if not stats["hard"]:
@@ -432,7 +432,8 @@ def _mining_round(model: Any, fs: FeatureSet, cfg: TrainConfig, mixer: NegativeM
     hist = model.fit(data, validation_data=validation, epochs=cfg.mine_epochs, verbose=verbose)
     stats["epochs"] = cfg.mine_epochs
     stats["val_accuracy"] = round(float(hist.history["val_accuracy"][-1]), 4)
-    stats["val_windows_per_hour"] = round(window_false_accepts(model, mixer.bank, fg, threshold=cfg.mine_threshold), 1)
+    stats["val_windows_per_hour"] = round(window_false_accepts(model, mixer.bank, fg, config=fs.config,
+                                                               threshold=cfg.mine_threshold), 1)
     print(f"mining round {r + 1}: val accuracy {stats['val_accuracy']:.4f}, validation negatives "
           f"{stats['val_windows_per_hour']:.0f} windows/h >= {cfg.mine_threshold}", flush=True)
     return stats
@@ -453,7 +454,7 @@ def mine_and_fine_tune(fs: FeatureSet, cfg: TrainConfig, out: Path, mixer: Negat
     val_idx = fs.indices("val")
     validation = (model_inputs(fs, val_idx), fs.y[val_idx])
     acc0 = float(np.mean(np.argmax(model.predict(validation[0], verbose=0), axis=1) == validation[1]))
-    before = window_false_accepts(model, mixer.bank, fg, threshold=cfg.mine_threshold)
+    before = window_false_accepts(model, mixer.bank, fg, config=fs.config, threshold=cfg.mine_threshold)
     print(f"mining: val accuracy {acc0:.4f}, validation negatives {before:.0f} windows/h score >= "
           f"{cfg.mine_threshold}", flush=True)
     rounds, chosen, best_fa = [], 0, before
