@@ -172,3 +172,24 @@ def test_training_with_negatives_and_a_mining_round_on_a_tiny_corpus(tmp_path):
     cfg = json.loads((out / "train_config.json").read_text())
     assert 0 < cfg["negative_split"]["train"]["files"] < 12 and cfg["negative_split"]["test"]["files"] == 0
     assert (out / "model.keras").is_file()
+
+
+def test_mining_fine_tune_keeps_batch_norm_statistics():
+    """The mining fine-tune trains the weights but leaves batch-norm statistics as training left them."""
+    import keras
+
+    from training.train import _freeze_batch_norm
+
+    inputs = keras.Input((4,))
+    x = keras.layers.Dense(3)(inputs)
+    x = keras.layers.BatchNormalization(momentum=0.5)(x)
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(x))
+    bn = next(layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization))
+    before_stats = [np.array(v) for v in (bn.moving_mean, bn.moving_variance)]
+    before_kernel = np.array(model.layers[1].kernel)
+    _freeze_batch_norm(model)
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    model.fit(rng.normal(5.0, 3.0, (64, 4)).astype("float32"), rng.integers(0, 2, 64), epochs=2, verbose=0)
+    assert all(np.array_equal(b, np.array(v)) for b, v in zip(before_stats, (bn.moving_mean, bn.moving_variance)))
+    assert not np.allclose(before_kernel, np.array(model.layers[1].kernel))   # the rest still learns

@@ -414,6 +414,18 @@ def fit(fs: FeatureSet, cfg: TrainConfig, out: Path, *, resume: bool = False, di
     return summary
 
 
+def _freeze_batch_norm(model: Any) -> None:
+    """Batch-norm layers keep their trained statistics in a short fine-tune (Keras 3: a frozen layer runs in
+    inference mode); re-estimating them from batches full of mined windows cost ~5 validation points."""
+    import keras
+
+    for layer in getattr(model, "layers", ()):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+        else:
+            _freeze_batch_norm(layer)   # nested models
+
+
 def _mining_round(model: Any, fs: FeatureSet, cfg: TrainConfig, mixer: NegativeMixer, weights: Any, r: int,
                   fg: np.ndarray, validation: tuple[np.ndarray, np.ndarray], verbose: int) -> dict[str, Any]:
     """Mine the train negatives with ``model``, fine-tune it in place; what the round saw and gave."""
@@ -425,6 +437,7 @@ def _mining_round(model: Any, fs: FeatureSet, cfg: TrainConfig, mixer: NegativeM
     if not stats["hard"]:
         return {**stats, "epochs": 0}
     mixer.hard = hard if mixer.hard is None else np.concatenate([mixer.hard, hard])
+    _freeze_batch_norm(model)
     model.compile(optimizer=keras.optimizers.AdamW(cfg.learning_rate * 0.1, weight_decay=cfg.weight_decay),
                   loss=keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"], jit_compile=cfg.jit_compile)
     data = _make_dataset_class()(fs, fs.indices("train"), cfg.batch_size, AugmentConfig(enabled=cfg.augment),
