@@ -50,8 +50,6 @@ class TrainConfig:
     mine_max_drop: float = 0.01         # a mined model is kept only if validation accuracy fell by at most this
     teacher: str | None = None          # a bundle whose scores are mixed into the targets (knowledge distillation)
     distill_weight: float = 0.5         # share of the teacher's scores in each positive's target
-    ema: float = 0.0                    # momentum of a moving average of the weights (0: off); validation,
-                                        # checkpoints and the saved model use the average
 
     def resolved_width(self) -> float:
         return self.width if self.width is not None else DEFAULT_WIDTH[(self.network, self.profile)]

@@ -237,24 +237,10 @@ def _callbacks(out: Path, cfg: TrainConfig, total_epochs: int, initial_epoch: in
 
     cbs = [EpochLine(), BestAndLast(), TargetStop(), TimeLimit(),
            keras.callbacks.CSVLogger(str(out / HISTORY), append=initial_epoch > 0)]
-    if cfg.ema:
-        cbs.insert(0, _averaged_weights_callback(resumed=initial_epoch > 0))
     if cfg.patience:
         cbs.append(keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=cfg.patience, mode="max",
                                                  restore_best_weights=False))
     return cbs
-
-
-def _averaged_weights_callback(resumed: bool) -> Any:
-    """With ``--ema``: the averaged weights sit in the model from each epoch's end (validation, checkpoints,
-    the saved model) to the next epoch's start, when the raw weights come back to train on. Placed first, so
-    the callbacks after it see the average. A checkpoint was saved with the average in the model (and the raw
-    weights in the optimizer's slots), so a resumed run starts with them swapped."""
-    import keras
-
-    swap = keras.callbacks.SwapEMAWeights(swap_on_epoch=True)
-    swap._ema_weights_in_model = resumed   # Keras keeps this state private; the first epoch_begin acts on it
-    return swap
 
 
 class _Start(NamedTuple):
@@ -307,9 +293,8 @@ def _compiled_model(fs: FeatureSet, cfg: TrainConfig, train_size: int) -> Any:
     schedule = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=max(1, steps),
                                                       alpha=0.02, warmup_target=None)
     loss = keras.losses.CategoricalCrossentropy() if cfg.teacher else keras.losses.SparseCategoricalCrossentropy()
-    optimizer = keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay, use_ema=cfg.ema > 0,
-                                       ema_momentum=cfg.ema or 0.99)
-    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"], jit_compile=cfg.jit_compile)
+    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay), loss=loss,
+                  metrics=["accuracy"], jit_compile=cfg.jit_compile)
     return model
 
 
@@ -346,10 +331,6 @@ def _check_resumed_loss(model: Any, cfg: TrainConfig) -> None:
     if bool(cfg.teacher) != categorical:
         raise AuricleError("--resume: the checkpoint was trained " + ("with" if categorical else "without")
                            + " --teacher; resume it the same way, or train into a new --out")
-    averaged = bool(getattr(getattr(model, "optimizer", None), "use_ema", False))
-    if averaged != (cfg.ema > 0):
-        raise AuricleError("--resume: the checkpoint was trained " + ("with" if averaged else "without")
-                           + " --ema; resume it the same way, or train into a new --out")
 
 
 def _class_weight_vector(fs: FeatureSet, train_idx: np.ndarray, cfg: TrainConfig) -> np.ndarray | None:
@@ -546,8 +527,6 @@ def _check_config(config: TrainConfig) -> None:
     _check_negative_settings(config)
     if not 0 <= config.distill_weight <= 1:
         raise AuricleError(f"--distill-weight must be in [0, 1], got {config.distill_weight}")
-    if not 0 <= config.ema < 1:
-        raise AuricleError(f"--ema must be in [0, 1) (e.g. 0.998; 0 turns it off), got {config.ema}")
 
 
 def _check_negative_settings(config: TrainConfig) -> None:
@@ -716,9 +695,6 @@ def _add_fit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-augment", action="store_true", help="turn off time shift, gain, noise and SpecAugment")
     p.add_argument("--no-class-weights", action="store_true")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--ema", type=float, default=TrainConfig.ema, metavar="M",
-                   help="keep a moving average of the weights with momentum M (e.g. 0.998, ~500 steps) and "
-                        "validate, checkpoint and save the average (0: off)")
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -798,8 +774,7 @@ def _config_from(args: argparse.Namespace) -> TrainConfig:
                        negative_fraction=args.negative_fraction, negative_mix_prob=args.negative_mix_prob,
                        negative_snr_db=tuple(args.negative_snr), mine_rounds=args.mine_rounds,
                        mine_epochs=args.mine_epochs, mine_threshold=args.mine_threshold,
-                       mine_max_drop=args.mine_max_drop, teacher=args.teacher, distill_weight=args.distill_weight,
-                       ema=args.ema)
+                       mine_max_drop=args.mine_max_drop, teacher=args.teacher, distill_weight=args.distill_weight)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
