@@ -1,6 +1,7 @@
 """Training with negative audio: split by file, background windows in batches, mixing, mining, a tiny run."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -95,6 +96,38 @@ def test_mixer_appends_background_windows_with_their_weight():
     assert x2.shape[0] == y2.shape[0] == w2.shape[0] == 10
     assert list(y2[8:]) == [1, 1] and list(w2[8:]) == [2.0, 2.0] and list(y2[:8]) == [3] * 8
     assert np.all(x2[:8] > 0)                       # noise was mixed under every positive (mix_prob 1)
+
+
+def test_noise_negatives_are_marked_without_moving_a_file_between_splits(tmp_path):
+    for i in range(12):
+        write_noise(tmp_path / "neg" / ("noise" if i % 3 == 0 else "speech") / f"f{i}.wav", 0.2, i)
+    plain = find_negative_files([tmp_path / "neg"])
+    marked = find_negative_files([tmp_path / "neg"], [tmp_path / "neg" / "noise"])
+    assert [(f.rel, f.split) for f in plain] == [(f.rel, f.split) for f in marked]
+    assert [f.noise for f in marked] == [f.rel.startswith("noise/") for f in marked] and any(f.noise for f in marked)
+    assert not any(f.noise for f in plain)
+    outside = write_noise(tmp_path / "elsewhere" / "x.wav", 0.2, 99)
+    for bad in (outside, tmp_path / "neg" / "missing"):
+        with pytest.raises(Exception, match="inside the --negatives"):
+            find_negative_files([tmp_path / "neg"], [bad])
+
+
+def test_mixer_labels_noise_windows_as_silence_in_proportion_to_their_audio():
+    """Two train files, one marked noise (frames +10 dB, a quarter of the audio) and one speech (-60 dB): every
+    appended window is labelled by the file it came from, and about a quarter are noise."""
+    bank = _bank((9.0, 3.0))
+    bank.files[1] = dataclasses.replace(bank.files[1], noise=True)
+    bank.frames[1][:] = 10
+    n = bank.config.n_frames
+    assert bank.noise_share() == pytest.approx((300 - n + 1) / (900 + 300 - 2 * (n - 1)))
+    mixer = NegativeMixer(bank=bank, background_index=1, fraction=1.0, mix_prob=0.0, noise_index=0)
+    rng = np.random.default_rng(0)
+    x = np.zeros((400, n, bank.config.n_mels), np.float32)
+    x2, y2, _ = mixer.extend(x, np.full(400, 3), None, rng, enabled=False)
+    neg, labels = x2[400:], y2[400:]
+    assert len(labels) == 400 and set(labels) == {0, 1}
+    assert np.all(neg[labels == 0] == 10) and np.all(neg[labels == 1] == -60)
+    assert abs(np.mean(labels == 0) - bank.noise_share()) < 0.08
 
 
 class _FakeScores:

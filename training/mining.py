@@ -28,14 +28,23 @@ class NegativeMixer:
     weight: float = 1.0                       # sample weight of an appended window
     hard: np.ndarray | None = None            # mined windows (N, n_frames, n_mels) float16, over-sampled
     hard_share: float = 0.5                   # share of the appended windows drawn from ``hard``
+    noise_index: int | None = None            # label of windows from noise files (None: the background label)
 
-    def _windows(self, rng: np.random.Generator, k: int) -> np.ndarray:
+    def _windows(self, rng: np.random.Generator, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """``k`` windows and their labels: noise files' windows (their share of the audio) get
+        ``noise_index``; the rest, and mined windows, the background label."""
         n_hard = int(round(k * self.hard_share)) if self.hard is not None and len(self.hard) else 0
-        parts = [self.bank.random_windows(rng, k - n_hard)]
+        n_noise = 0
+        if self.noise_index is not None:
+            n_noise = int(rng.binomial(k - n_hard, self.bank.noise_share()))
+        parts = [self.bank.random_windows(rng, n_noise, noise=True) if n_noise else None,
+                 self.bank.random_windows(rng, k - n_hard - n_noise,
+                                          noise=False if self.noise_index is not None else None)]
+        labels = [np.full(n_noise, self.noise_index if n_noise else 0), np.full(k - n_noise, self.background_index)]
         if n_hard:
             pick = rng.integers(0, len(self.hard), size=n_hard)
             parts.append(np.asarray(self.hard[pick], dtype=np.float32))
-        return np.concatenate(parts)
+        return np.concatenate([p for p in parts if p is not None]), np.concatenate(labels)
 
     def extend(self, x: np.ndarray, y: np.ndarray, w: np.ndarray | None, rng: np.random.Generator, *,
                enabled: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -47,11 +56,11 @@ class NegativeMixer:
                 x = x.copy()
                 x[mix] = mix_under(x[mix], self.bank.random_windows(rng, int(mix.sum())), rng, self.snr_db, cfg)
         k = max(1, int(round(len(x) * self.fraction)))
-        neg = self._windows(rng, k)
+        neg, neg_y = self._windows(rng, k)
         if enabled:
             neg += rng.uniform(-6.0, 6.0, size=(k, 1, 1)).astype(np.float32)   # gain, as for positives
         x = np.concatenate([x, neg])
-        y = np.concatenate([y, np.full(k, self.background_index, dtype=y.dtype)])
+        y = np.concatenate([y, neg_y.astype(y.dtype)])
         if w is not None:
             w = np.concatenate([w, np.full(k, self.weight, dtype=np.float32)])
         return x, y, w

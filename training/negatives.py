@@ -32,6 +32,8 @@ from edge.splits import SPLITS, split_of
 from training.data import AUDIO_EXTENSIONS, default_cache_dir, load_audio
 
 BACKGROUND_LABEL = "_background_"
+#: the class speech-free negatives (``--noise-negatives``) are labelled as: Speech Commands' background noise
+NOISE_LABEL = "_silence_"
 #: the labels a data set may already have for "not a target sound", in order of preference
 BACKGROUND_CANDIDATES = ("_unknown_", "_background_", "_silence_")
 
@@ -41,6 +43,7 @@ class NegativeFile:
     path: Path          # absolute, for reading
     rel: str            # relative to the folder it was found under (posix): what the split hashes
     split: str
+    noise: bool = False  # no speech in it: labelled as the data's silence class (see ``noise_paths``)
 
 
 def split_of_file(rel: str) -> str:
@@ -48,8 +51,11 @@ def split_of_file(rel: str) -> str:
     return split_of(rel)
 
 
-def find_negative_files(roots: Sequence[str | os.PathLike[str]]) -> list[NegativeFile]:
-    """Every audio file under ``roots`` (files are taken as they are), sorted, with its split."""
+def find_negative_files(roots: Sequence[str | os.PathLike[str]],
+                        noise_paths: Sequence[str | os.PathLike[str]] = ()) -> list[NegativeFile]:
+    """Every audio file under ``roots`` (files are taken as they are), sorted, with its split; those under one
+    of ``noise_paths`` (folders or files inside the roots) are marked as noise. The split still hashes the
+    path relative to the root, so naming a subfolder as noise never moves a file between splits."""
     found: list[NegativeFile] = []
     for root in roots:
         root = Path(root)
@@ -70,7 +76,22 @@ def find_negative_files(roots: Sequence[str | os.PathLike[str]]) -> list[Negativ
     if not found:
         raise AuricleError(f"no audio files under {', '.join(map(str, roots))}; --negatives needs "
                            "WAV/FLAC/... recordings")
-    return found
+    return _mark_noise(found, roots, noise_paths)
+
+
+def _mark_noise(files: list[NegativeFile], roots: Sequence[str | os.PathLike[str]],
+                noise_paths: Sequence[str | os.PathLike[str]]) -> list[NegativeFile]:
+    resolved_roots = [Path(r).resolve() for r in roots]
+    marks = []
+    for p in noise_paths:
+        q = Path(p).resolve()
+        if not q.exists() or not any(q == r or r in q.parents for r in resolved_roots):
+            raise AuricleError(f"--noise-negatives {p} is not a folder or file inside the --negatives "
+                               "paths; name subfolders (or files) of those")
+        marks.append(q)
+    if not marks:
+        return files
+    return [dataclasses.replace(f, noise=any(f.path == q or q in f.path.parents for q in marks)) for f in files]
 
 
 def _cache_path(cache_dir: Path, config: FeatureConfig, data: bytes) -> Path:
@@ -107,18 +128,29 @@ class NegativeBank:
     files: list[NegativeFile]
     frames: list[np.ndarray]          # per file, (frames, n_mels) float16 dB
 
-    def indices(self, split: str) -> np.ndarray:
+    def indices(self, split: str, noise: bool | None = None) -> np.ndarray:
+        """Files of ``split`` long enough for one window (``noise``: only noise files, or only the others)."""
         n = self.config.n_frames
         return np.asarray([i for i, (f, x) in enumerate(zip(self.files, self.frames))
-                           if f.split == split and x.shape[0] >= n], dtype=int)
+                           if f.split == split and x.shape[0] >= n and (noise is None or f.noise == noise)],
+                          dtype=int)
+
+    def noise_share(self, split: str = "train") -> float:
+        """The share of ``split``'s windows that come from noise files."""
+        n = self.config.n_frames
+        length = {kind: sum(self.frames[i].shape[0] - n + 1 for i in self.indices(split, kind))
+                  for kind in (True, False)}
+        return length[True] / max(1, length[True] + length[False])
 
     def seconds(self, split: str) -> float:
         hop = self.config.hop_length / self.config.sample_rate
         return float(sum(self.frames[i].shape[0] for i, f in enumerate(self.files) if f.split == split) * hop)
 
-    def random_windows(self, rng: np.random.Generator, k: int, split: str = "train") -> np.ndarray:
-        """``k`` random windows ``(k, n_frames, n_mels)`` float32 dB, files drawn in proportion to length."""
-        idx = self.indices(split)
+    def random_windows(self, rng: np.random.Generator, k: int, split: str = "train",
+                       noise: bool | None = None) -> np.ndarray:
+        """``k`` random windows ``(k, n_frames, n_mels)`` float32 dB, files drawn in proportion to length
+        (``noise``: from noise files only, or from the others only)."""
+        idx = self.indices(split, noise)
         if idx.size == 0 or k <= 0:
             return np.empty((0, self.config.n_frames, self.config.n_mels), dtype=np.float32)
         n = self.config.n_frames
@@ -151,10 +183,11 @@ class NegativeBank:
 
 def load_negative_bank(roots: Sequence[str | os.PathLike[str]], config: FeatureConfig, *,
                        cache_dir: str | os.PathLike[str] | None = None, progress: bool = True,
-                       splits: Sequence[str] = ("train", "val")) -> NegativeBank:
+                       splits: Sequence[str] = ("train", "val"),
+                       noise_paths: Sequence[str | os.PathLike[str]] = ()) -> NegativeBank:
     """Find the files under ``roots`` and compute the frames of those in ``splits`` (never test by default)."""
     cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    files = [f for f in find_negative_files(roots) if f.split in splits]
+    files = [f for f in find_negative_files(roots, noise_paths) if f.split in splits]
     if not any(f.split == "train" for f in files) and "train" in splits:
         raise AuricleError("none of the negative files falls in the train split (sha1 of the path % 100 < 80); "
                            "pass more files")

@@ -32,7 +32,7 @@ from training.featureset import (AugmentConfig, FeatureSet, augment_batch, class
                                  normalisation_stats, pad_frames_for, padded_log_mel)
 from training.distill import Teacher, soft_targets
 from training.mining import NegativeMixer, foreground_mask, mine_hard_negatives, window_false_accepts
-from training.negatives import background_label, load_negative_bank
+from training.negatives import NOISE_LABEL, background_label, load_negative_bank
 from training.report import write_report
 from training.run_folder import (CHECKPOINT, CHECKPOINT_STATE, HISTORY, MODEL, SPLIT, TRAIN_CONFIG, TRAIN_SUMMARY,
                                  read_history, save_model_atomic, write_feature_config, write_labels, write_split)
@@ -556,18 +556,24 @@ def _load_features(data: str | Path | None, features: str | Path | None, profile
                             clip_seconds=clip_seconds, naming=naming)
 
 
-def _negative_mixer(fs: FeatureSet, config: TrainConfig, negatives: Sequence[str | Path],
-                    cache_dir: Any) -> NegativeMixer:
+def _negative_mixer(fs: FeatureSet, config: TrainConfig, negatives: Sequence[str | Path], cache_dir: Any,
+                    noise_paths: Sequence[str | Path] = ()) -> NegativeMixer:
     """Load the negatives' train/validation files and the mixer that puts them into batches. Negatives are
     labelled as the data's own background class (``_unknown_``...), else a new ``_background_`` class."""
-    bank = load_negative_bank(negatives, fs.config, cache_dir=cache_dir)
+    noise_index = None
+    if noise_paths:
+        if NOISE_LABEL not in fs.label_names:
+            raise AuricleError(f"--noise-negatives labels speech-free audio as the data's {NOISE_LABEL!r} class, "
+                               "which this data set lacks; leave the option out")
+        noise_index = fs.label_names.index(NOISE_LABEL)
+    bank = load_negative_bank(negatives, fs.config, cache_dir=cache_dir, noise_paths=noise_paths)
     label = background_label(fs.label_names)
     if label not in fs.label_names:
         fs.label_names.append(label)
     print(f"negatives are labelled {label!r}", flush=True)
     return NegativeMixer(bank=bank, background_index=fs.label_names.index(label),
                          fraction=config.negative_fraction, mix_prob=config.negative_mix_prob,
-                         snr_db=config.negative_snr_db)
+                         snr_db=config.negative_snr_db, noise_index=noise_index)
 
 
 def _split_rule(naming: dataio.Naming | None) -> str | None:
@@ -603,9 +609,12 @@ def train(*, data: str | Path | None, out: str | Path, config: TrainConfig, feat
           cache_dir: str | Path | None = None, resume: bool = False, distribute: bool = False,
           export_weights: str | Path | None = None, export_dtype: str = "float32", verbose: int = 1,
           negatives: Sequence[str | Path] | None = None, frontend: Frontend | None = None,
-          clip_seconds: float | str | None = None, naming: dataio.Naming | None = None) -> dict[str, Any]:
+          clip_seconds: float | str | None = None, naming: dataio.Naming | None = None,
+          noise_negatives: Sequence[str | Path] = ()) -> dict[str, Any]:
     """Everything ``python -m training.train`` does: load, fit, evaluate, write the run folder."""
     _check_config(config)
+    if noise_negatives and not negatives:
+        raise AuricleError("--noise-negatives names parts of the --negatives; pass --negatives too")
     out = Path(out)
     fs, skipped = _load_features(data, features, config.profile, layout=layout, strict=strict, cache_dir=cache_dir,
                                  frontend=frontend, clip_seconds=clip_seconds, naming=naming)
@@ -616,10 +625,11 @@ def train(*, data: str | Path | None, out: str | Path, config: TrainConfig, feat
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise AuricleError(f"cannot create run folder {out}: {exc.strerror}; choose a writable --out") from None
-    mixer = _negative_mixer(fs, config, negatives, cache_dir) if negatives else None
+    mixer = _negative_mixer(fs, config, negatives, cache_dir, noise_negatives) if negatives else None
     write_json_atomic(out / TRAIN_CONFIG, {**config.to_dict(), "data": str(data) if data else None,
                                            "features": str(features) if features else None,
                                            "negatives": [str(n) for n in negatives or []] or None,
+                                           "noise_negatives": [str(n) for n in noise_negatives] or None,
                                            "negative_split": mixer.bank.summary() if mixer else None,
                                            "clip_seconds": clip_seconds, "naming": _naming_dict(naming)})
     write_split(out / SPLIT, fs.split_rows())
@@ -715,6 +725,10 @@ def _add_negative_options(p: argparse.ArgumentParser) -> None:
                    help="folders/files of audio with none of the target sounds: split by file (sha1 of the path "
                         "relative to DIR), train windows go into every batch as the background class and are "
                         "mixed under positives; the test part is never read")
+    p.add_argument("--noise-negatives", nargs="+", default=[], metavar="PATH",
+                   help="the parts of the --negatives (subfolders or files) with no speech in them: their windows "
+                        "are labelled as the data's _silence_ class rather than as unknown speech (their split "
+                        "does not change)")
     p.add_argument("--negative-fraction", type=float, default=TrainConfig.negative_fraction, metavar="F",
                    help="negative windows appended to each batch, as a fraction of the batch size")
     p.add_argument("--negative-mix-prob", type=float, default=TrainConfig.negative_mix_prob, metavar="P",
@@ -791,7 +805,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           layout=args.layout, strict=args.strict, cache_dir=args.cache_dir, resume=args.resume,
           distribute=args.distribute, export_weights=args.export_weights, export_dtype=args.export_dtype,
           verbose=0 if args.quiet else 1, negatives=args.negatives, frontend=frontend,
-          clip_seconds=args.clip_seconds, naming=naming)
+          clip_seconds=args.clip_seconds, naming=naming, noise_negatives=args.noise_negatives)
     return 0
 
 
