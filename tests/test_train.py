@@ -184,7 +184,8 @@ def test_sigint_leaves_a_loadable_best_model_and_a_report(tiny_data, tmp_path):
     assert model.output_shape == (None, len(CLASSES))
 
 
-@pytest.mark.parametrize("case", ["missing", "one_class", "empty_class", "bad_target", "bad_mix", "bad_snr"])
+@pytest.mark.parametrize("case", ["missing", "one_class", "empty_class", "bad_target", "bad_mix", "bad_snr",
+                                  "noise_alone", "noise_outside"])
 def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, tiny_data, case):
     args = ["--out", str(tmp_path / "run"), "--cache-dir", str(tmp_path / "c")]
     if case == "missing":
@@ -203,6 +204,11 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, tiny_data, case):
         args += ["--data", str(tiny_data), "--negatives", str(tiny_data), "--negative-mix-prob", "1.5"]
     elif case == "bad_snr":
         args += ["--data", str(tiny_data), "--negatives", str(tiny_data), "--negative-snr", "20", "5"]
+    elif case == "noise_alone":
+        args += ["--data", str(tiny_data), "--noise-negatives", str(tiny_data / "_silence_")]
+    elif case == "noise_outside":
+        args += ["--data", str(tiny_data), "--negatives", str(tiny_data / "yes"), "--noise-negatives",
+                 str(tiny_data / "_silence_")]
     else:
         args += ["--data", str(tiny_data), "--target-accuracy", "1.5"]
     r = _cli(*args, timeout=120)
