@@ -13,7 +13,7 @@ import pytest
 
 from edge.features import edge_config, log_mel
 from edge.splits import split_of
-from training.mining import NegativeMixer, mine_hard_negatives, window_false_accepts
+from training.mining import NegativeMixer, mine_hard_negatives, mine_labelled, window_false_accepts
 from training.negatives import (BACKGROUND_LABEL, NegativeBank, background_label, find_negative_files,
                                 load_negative_bank, mix_under)
 
@@ -226,3 +226,25 @@ def test_mining_fine_tune_keeps_batch_norm_statistics():
     model.fit(rng.normal(5.0, 3.0, (64, 4)).astype("float32"), rng.integers(0, 2, 64), epochs=2, verbose=0)
     assert all(np.array_equal(b, np.array(v)) for b, v in zip(before_stats, (bn.moving_mean, bn.moving_variance)))
     assert not np.allclose(before_kernel, np.array(model.layers[1].kernel))   # the rest still learns
+
+
+def test_mined_windows_keep_the_label_of_the_file_they_came_from():
+    """A loud stretch in a speech file and a longer one in a noise file: mining returns both, the noise
+    file's windows labelled silence, and the fine-tune's appended hard windows carry those labels."""
+    bank = _bank((2.0, 2.0))
+    bank.config = bank.config.__class__(**{**bank.config.to_dict(), "norm_mean": 0.0, "norm_std": 1.0})
+    bank.files[1] = dataclasses.replace(bank.files[1], noise=True)
+    bank.frames[0][120:125] = 30
+    bank.frames[1][100:140] = 30
+    mixer = NegativeMixer(bank=bank, background_index=1, noise_index=0, hard_share=1.0)
+    hard, labels, stats = mine_labelled(_FakeScores(), mixer, np.array([False, True]), config=bank.config,
+                                        threshold=0.5)
+    loud = [hard[labels == lab].astype(np.float32).max(axis=(1, 2)) for lab in (0, 1)]
+    assert stats["hard"] == len(hard) == len(labels) and all(len(v) and np.all(v > 0) for v in loud)
+    assert len(loud[0]) > len(loud[1])              # the noise file's loud stretch is longer
+    mixer.add_hard(hard, labels)
+    x, y, _ = mixer.extend(np.zeros((40, bank.config.n_frames, bank.config.n_mels), np.float32), np.full(40, 3),
+                           None, np.random.default_rng(0), enabled=False)
+    assert set(y[40:]) == {0, 1}
+    pairs = {(h.astype(np.float32).tobytes(), int(lab)) for h, lab in zip(hard, labels)}
+    assert all((row.tobytes(), int(lab)) in pairs for row, lab in zip(x[40:], y[40:]))

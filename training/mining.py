@@ -27,12 +27,17 @@ class NegativeMixer:
     snr_db: tuple[float, float] = (0.0, 20.0)
     weight: float = 1.0                       # sample weight of an appended window
     hard: np.ndarray | None = None            # mined windows (N, n_frames, n_mels) float16, over-sampled
+    hard_labels: np.ndarray | None = None     # their labels (N,)
     hard_share: float = 0.5                   # share of the appended windows drawn from ``hard``
     noise_index: int | None = None            # label of windows from noise files (None: the background label)
 
+    def add_hard(self, windows: np.ndarray, labels: np.ndarray) -> None:
+        self.hard = windows if self.hard is None else np.concatenate([self.hard, windows])
+        self.hard_labels = labels if self.hard_labels is None else np.concatenate([self.hard_labels, labels])
+
     def _windows(self, rng: np.random.Generator, k: int) -> tuple[np.ndarray, np.ndarray]:
         """``k`` windows and their labels: noise files' windows (their share of the audio) get
-        ``noise_index``; the rest, and mined windows, the background label."""
+        ``noise_index``, the rest the background label, mined windows the label of the file they came from."""
         n_hard = int(round(k * self.hard_share)) if self.hard is not None and len(self.hard) else 0
         n_noise = 0
         if self.noise_index is not None:
@@ -40,10 +45,13 @@ class NegativeMixer:
         parts = [self.bank.random_windows(rng, n_noise, noise=True) if n_noise else None,
                  self.bank.random_windows(rng, k - n_hard - n_noise,
                                           noise=False if self.noise_index is not None else None)]
-        labels = [np.full(n_noise, self.noise_index if n_noise else 0), np.full(k - n_noise, self.background_index)]
+        labels = [np.full(n_noise, self.noise_index if n_noise else 0),
+                  np.full(k - n_hard - n_noise, self.background_index)]
         if n_hard:
             pick = rng.integers(0, len(self.hard), size=n_hard)
             parts.append(np.asarray(self.hard[pick], dtype=np.float32))
+            labels.append(self.hard_labels[pick] if self.hard_labels is not None
+                          else np.full(n_hard, self.background_index))
         return np.concatenate([p for p in parts if p is not None]), np.concatenate(labels)
 
     def extend(self, x: np.ndarray, y: np.ndarray, w: np.ndarray | None, rng: np.random.Generator, *,
@@ -74,7 +82,7 @@ def foreground_scores(model: Any, windows: np.ndarray, config: Any, foreground: 
 
 def mine_hard_negatives(model: Any, bank: NegativeBank, foreground: np.ndarray, *, config: Any, threshold: float,
                         hop_frames: int = 10, limit: int = 8000, split: str = "train",
-                        seed: int = 0) -> tuple[np.ndarray, dict[str, float]]:
+                        seed: int = 0, noise: bool | None = None) -> tuple[np.ndarray, dict[str, float]]:
     """Windows of ``split`` negatives scoring >= ``threshold`` for any reportable label (at most ``limit``,
     the highest-scoring kept), and what the pass saw: windows, hits, seconds. ``config`` is the model's own
     frontend config, with the normalisation it was trained on (the bank's copy may predate it)."""
@@ -82,7 +90,7 @@ def mine_hard_negatives(model: Any, bank: NegativeBank, foreground: np.ndarray, 
     kept: list[np.ndarray] = []
     scores: list[np.ndarray] = []
     total = 0
-    for batch in bank.sliding_windows(split, hop_frames):
+    for batch in bank.sliding_windows(split, hop_frames, noise):
         s = foreground_scores(model, batch, config, foreground)
         total += len(batch)
         hit = s >= threshold
@@ -93,10 +101,27 @@ def mine_hard_negatives(model: Any, bank: NegativeBank, foreground: np.ndarray, 
     if len(hard) > limit:
         order = np.argsort(-np.concatenate(scores))[:limit]
         hard = hard[np.sort(order)]
-    hours = bank.seconds(split) / 3600
+    hours = bank.seconds(split, noise) / 3600
     stats = {"windows": total, "hard": int(len(hard)), "hard_per_hour": round(len(hard) / max(hours, 1e-9), 1),
              "seconds": round(time.perf_counter() - t0, 1)}
     return hard, stats
+
+
+def mine_labelled(model: Any, mixer: NegativeMixer, foreground: np.ndarray, *, config: Any,
+                  threshold: float) -> tuple[np.ndarray, np.ndarray, dict[str, float]]:
+    """:func:`mine_hard_negatives` over the mixer's train negatives, with each window's label: noise files'
+    windows (when the mixer has a noise label) apart from the others. Stats summed over both."""
+    kinds = (None,) if mixer.noise_index is None else (False, True)
+    found = [mine_hard_negatives(model, mixer.bank, foreground, config=config, threshold=threshold, noise=kind)
+             for kind in kinds]
+    hard = np.concatenate([h for h, _ in found])
+    labels = np.concatenate([np.full(len(h), mixer.noise_index if kind else mixer.background_index)
+                             for (h, _), kind in zip(found, kinds)])
+    hours = mixer.bank.seconds("train") / 3600
+    stats = {"windows": sum(st["windows"] for _, st in found), "hard": int(len(hard)),
+             "hard_per_hour": round(len(hard) / max(hours, 1e-9), 1),
+             "seconds": round(sum(st["seconds"] for _, st in found), 1)}
+    return hard, labels, stats
 
 
 def window_false_accepts(model: Any, bank: NegativeBank, foreground: np.ndarray, *, config: Any, threshold: float,

@@ -142,9 +142,10 @@ class NegativeBank:
                   for kind in (True, False)}
         return length[True] / max(1, length[True] + length[False])
 
-    def seconds(self, split: str) -> float:
+    def seconds(self, split: str, noise: bool | None = None) -> float:
         hop = self.config.hop_length / self.config.sample_rate
-        return float(sum(self.frames[i].shape[0] for i, f in enumerate(self.files) if f.split == split) * hop)
+        return float(sum(self.frames[i].shape[0] for i, f in enumerate(self.files)
+                         if f.split == split and (noise is None or f.noise == noise)) * hop)
 
     def random_windows(self, rng: np.random.Generator, k: int, split: str = "train",
                        noise: bool | None = None) -> np.ndarray:
@@ -162,11 +163,12 @@ class NegativeBank:
             out[j] = self.frames[i][start:start + n]
         return out
 
-    def sliding_windows(self, split: str, hop_frames: int) -> Iterable[np.ndarray]:
-        """Every window of the split's files at ``hop_frames``, in batches of up to 512 ``(B, n, m)``."""
+    def sliding_windows(self, split: str, hop_frames: int, noise: bool | None = None) -> Iterable[np.ndarray]:
+        """Every window of the split's files (``noise``: of its noise files only, or of the others only) at
+        ``hop_frames``, in batches of up to 512 ``(B, n, m)``."""
         n = self.config.n_frames
         batch: list[np.ndarray] = []
-        for i in self.indices(split):
+        for i in self.indices(split, noise):
             x = self.frames[i]
             for start in range(0, x.shape[0] - n + 1, hop_frames):
                 batch.append(x[start:start + n])

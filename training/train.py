@@ -31,7 +31,7 @@ from training.config import NETWORKS, STUDY_TARGETS, Frontend, TrainConfig, fron
 from training.featureset import (AugmentConfig, FeatureSet, augment_batch, class_weights, frames_of, model_inputs,
                                  normalisation_stats, pad_frames_for, padded_log_mel)
 from training.distill import Teacher, soft_targets
-from training.mining import NegativeMixer, foreground_mask, mine_hard_negatives, window_false_accepts
+from training.mining import NegativeMixer, foreground_mask, mine_labelled, window_false_accepts
 from training.negatives import NOISE_LABEL, background_label, load_negative_bank
 from training.report import write_report
 from training.run_folder import (CHECKPOINT, CHECKPOINT_STATE, HISTORY, MODEL, SPLIT, TRAIN_CONFIG, TRAIN_SUMMARY,
@@ -431,12 +431,12 @@ def _mining_round(model: Any, fs: FeatureSet, cfg: TrainConfig, mixer: NegativeM
     """Mine the train negatives with ``model``, fine-tune it in place; what the round saw and gave."""
     import keras
 
-    hard, stats = mine_hard_negatives(model, mixer.bank, fg, config=fs.config, threshold=cfg.mine_threshold)
+    hard, labels, stats = mine_labelled(model, mixer, fg, config=fs.config, threshold=cfg.mine_threshold)
     print(f"mining round {r + 1}: {stats['hard']} hard windows of {stats['windows']} "
           f"({stats['hard_per_hour']}/h of train negatives, {stats['seconds']} s)", flush=True)
     if not stats["hard"]:
         return {**stats, "epochs": 0}
-    mixer.hard = hard if mixer.hard is None else np.concatenate([mixer.hard, hard])
+    mixer.add_hard(hard, labels)
     _freeze_batch_norm(model)
     model.compile(optimizer=keras.optimizers.AdamW(cfg.learning_rate * 0.1, weight_decay=cfg.weight_decay),
                   loss=keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"], jit_compile=cfg.jit_compile)
