@@ -207,6 +207,25 @@ def test_training_with_negatives_and_a_mining_round_on_a_tiny_corpus(tmp_path):
     assert (out / "model.keras").is_file()
 
 
+@pytest.mark.slow
+def test_noise_negatives_train_and_mine_as_silence_on_a_tiny_corpus(tmp_path):
+    data = tiny_corpus(tmp_path / "data", labels=("yes", "_unknown_", "_silence_"))
+    for i in range(12):
+        write_noise(tmp_path / "neg" / ("noise" if i % 2 else "speech") / f"f_{i}.wav", 4.0, 200 + i, level=0.02)
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "training.train", "--data", data, "--out", out, "--epochs", "2", "--batch-size", "8",
+           "--negatives", tmp_path / "neg", "--noise-negatives", tmp_path / "neg" / "noise", "--mine-rounds", "1",
+           "--mine-epochs", "1", "--mine-threshold", "0.01", "--quiet", "--cache-dir", tmp_path / "cache",
+           "--width", "0.25"]
+    r = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "negatives are labelled '_unknown_'" in r.stdout
+    cfg = json.loads((out / "train_config.json").read_text())
+    assert cfg["noise_negatives"] == [str(tmp_path / "neg" / "noise")]
+    mining = json.loads((out / "train_summary.json").read_text())["mining"]
+    assert mining["rounds"][0]["windows"] > 0
+
+
 def test_mining_fine_tune_keeps_batch_norm_statistics():
     """The mining fine-tune trains the weights but leaves batch-norm statistics as training left them."""
     import keras
