@@ -32,16 +32,20 @@ def active_region(x: np.ndarray, *, frame: int = 160, rel_db: float = -30.0) -> 
 
 
 def build(*, data: Path, out: Path, seed: int = 7, duration: float = 20.0, split: str = "test",
-          name: str = "speech_commands_stream") -> tuple[Path, Path]:
-    from training.data import discover
+          name: str = "speech_commands_stream", split_file: Path | None = None) -> tuple[Path, Path]:
+    from training.data import Naming, discover
 
-    clips = [c for c in discover(data) if c.split == split]
+    naming = Naming(split_file=str(split_file)) if split_file else None
+    clips = [c for c in discover(data, naming=naming) if c.split == split]
     if not clips:
         raise AuricleError(f"no {split}-split clips under {data}; pass the Speech Commands folder with --data")
     rng = np.random.default_rng(seed)
     import soundfile as sf
 
     noise_clips = [c for c in clips if c.label == "_silence_"]
+    if not noise_clips:
+        raise AuricleError(f"no _silence_ clips in the {split} split of {data} for the background bed; give "
+                           "that split some (the split file) or pass the Speech Commands folder")
     bed = np.concatenate([sf.read(c.path, dtype="float32")[0] for c in rng.permutation(noise_clips)[:25]])
     total = int(duration * SR)
     stream = np.zeros(total, dtype=np.float32)
@@ -87,9 +91,13 @@ def main(argv=None) -> int:
     p.add_argument("--duration", type=float, default=20.0, help="seconds; one keyword per 2 s")
     p.add_argument("--split", choices=("train", "val", "test"), default="test",
                    help="speakers to draw from: test for the shipped sample, val for tuning detector settings")
+    p.add_argument("--split-file", type=Path, metavar="CSV",
+                   help="take the splits from this file (path,split rows, as training's --split-file; e.g. a "
+                        "speaker-grouped fold from tools.group_folds) instead of the sha1 rule")
     p.add_argument("--name", default="speech_commands_stream")
     a = p.parse_args(argv)
-    wav, truth = build(data=a.data, out=a.out, seed=a.seed, duration=a.duration, split=a.split, name=a.name)
+    wav, truth = build(data=a.data, out=a.out, seed=a.seed, duration=a.duration, split=a.split, name=a.name,
+                       split_file=a.split_file)
     print(f"wrote {wav} and {truth}")
     return 0
 
