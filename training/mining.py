@@ -45,7 +45,7 @@ class NegativeMixer:
         parts = [self.bank.random_windows(rng, n_noise, noise=True) if n_noise else None,
                  self.bank.random_windows(rng, k - n_hard - n_noise,
                                           noise=False if self.noise_index is not None else None)]
-        labels = [np.full(n_noise, self.noise_index if n_noise else 0),
+        labels = [np.full(n_noise, -1 if self.noise_index is None else self.noise_index),
                   np.full(k - n_hard - n_noise, self.background_index)]
         if n_hard:
             pick = rng.integers(0, len(self.hard), size=n_hard)

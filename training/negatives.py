@@ -127,6 +127,7 @@ class NegativeBank:
     config: FeatureConfig
     files: list[NegativeFile]
     frames: list[np.ndarray]          # per file, (frames, n_mels) float16 dB
+    _noise_shares: dict[str, float] = dataclasses.field(default_factory=dict, repr=False, compare=False)
 
     def indices(self, split: str, noise: bool | None = None) -> np.ndarray:
         """Files of ``split`` long enough for one window (``noise``: only noise files, or only the others)."""
@@ -136,11 +137,13 @@ class NegativeBank:
                           dtype=int)
 
     def noise_share(self, split: str = "train") -> float:
-        """The share of ``split``'s windows that come from noise files."""
-        n = self.config.n_frames
-        length = {kind: sum(self.frames[i].shape[0] - n + 1 for i in self.indices(split, kind))
-                  for kind in (True, False)}
-        return length[True] / max(1, length[True] + length[False])
+        """The share of ``split``'s windows that come from noise files (computed once: batches ask for it)."""
+        if split not in self._noise_shares:
+            n = self.config.n_frames
+            length = {kind: sum(self.frames[i].shape[0] - n + 1 for i in self.indices(split, kind))
+                      for kind in (True, False)}
+            self._noise_shares[split] = length[True] / max(1, length[True] + length[False])
+        return self._noise_shares[split]
 
     def seconds(self, split: str, noise: bool | None = None) -> float:
         hop = self.config.hop_length / self.config.sample_rate
