@@ -52,8 +52,23 @@ def test_cli_writes_split_files_training_can_read(tmp_path):
         assert len(wanted) == 36 and set(wanted.values()) <= {"train", "val", "test"}
 
 
+def test_a_repeat_deals_the_groups_afresh_and_test_still_never_moves():
+    groups = [f"spk{i}" for i in range(60)]
+    rows = [{"path": f"yes/{g}.wav", "group": g, "split": "test" if i % 10 == 0 else "train"}
+            for i, g in enumerate(groups)]
+    first, again = fold_assignments(rows, 3), fold_assignments(rows, 3, repeat=1)
+    assert first == fold_assignments(rows, 3, repeat=0) and again == fold_assignments(rows, 3, repeat=1)
+    moved = sum(fold_of(g, 3) != fold_of(g, 3, 1) for g in groups)
+    assert 20 <= moved <= 60          # about two thirds change fold under a fresh salt
+    for fold in again:
+        assert [p for p, s in fold if s == "test"] == [r["path"] for r in rows if r["split"] == "test"]
+    val_counts = [sum(s == "val" for _, s in fold) for fold in again]
+    assert sum(val_counts) == 54 and min(val_counts) > 0
+
+
 @pytest.mark.parametrize("args, needle", [
     (["--folds", "1"], "at least 2 folds"),
+    (["--repeat", "-1"], "must be 0 or more"),
     (["--split", "missing.csv"], "cannot read --split"),
     (["--split", "bad.csv"], "needs rows with path, group and split"),
 ])

@@ -8,6 +8,9 @@ fold is one ordinary run:
 
     python -m tools.group_folds --split runs/kws_mobilenet_edge_c/split.csv --folds 3 --out runs/cv
     python -m training.train ... --split-file runs/cv/fold0.csv --out runs/cv_fold0     # and fold1, fold2
+
+``--repeat 1`` (2, ...) deals the same speakers into folds afresh: repeated cross-validation, for checking
+a recipe chosen on one assignment against validation folds it was not chosen on.
 """
 from __future__ import annotations
 
@@ -21,9 +24,11 @@ from edge.errors import AuricleError, run_cli
 from edge.fileio import write_text_atomic
 
 
-def fold_of(group: str, folds: int) -> int:
-    """The fold of a group: sha1 with its own salt, so folds do not line up with the train/val/test buckets."""
-    return int(hashlib.sha1(f"fold:{group}".encode("utf-8")).hexdigest(), 16) % folds
+def fold_of(group: str, folds: int, repeat: int = 0) -> int:
+    """The fold of a group: sha1 with its own salt, so folds do not line up with the train/val/test buckets.
+    Each ``repeat`` > 0 salts it again: a fresh assignment of the same groups (repeated cross-validation)."""
+    salt = "fold" if repeat == 0 else f"fold{repeat}"
+    return int(hashlib.sha1(f"{salt}:{group}".encode("utf-8")).hexdigest(), 16) % folds
 
 
 def read_split(path: Path) -> list[dict[str, str]]:
@@ -37,12 +42,12 @@ def read_split(path: Path) -> list[dict[str, str]]:
     return rows
 
 
-def fold_assignments(rows: list[dict[str, str]], folds: int) -> list[list[tuple[str, str]]]:
+def fold_assignments(rows: list[dict[str, str]], folds: int, repeat: int = 0) -> list[list[tuple[str, str]]]:
     """For each fold, (path, split) of every row: test stays test; train+val is split by group."""
     out = []
     for k in range(folds):
         out.append([(r["path"], "test" if r["split"] == "test" else
-                     ("val" if fold_of(r["group"], folds) == k else "train")) for r in rows])
+                     ("val" if fold_of(r["group"], folds, repeat) == k else "train")) for r in rows])
     return out
 
 
@@ -51,12 +56,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--split", type=Path, required=True, help="a run's split.csv (path,label,group,split)")
     p.add_argument("--folds", type=int, default=3, help="number of folds (>= 2)")
     p.add_argument("--out", type=Path, required=True, help="folder for fold0.csv ... (created)")
+    p.add_argument("--repeat", type=int, default=0, metavar="R",
+                   help="0 (default) or a later repeat: the same groups dealt into folds afresh, so a recipe "
+                        "judged on one assignment can be checked on new validation folds")
     a = p.parse_args(argv)
     if a.folds < 2:
         raise AuricleError(f"--folds {a.folds}: needs at least 2 folds")
+    if a.repeat < 0:
+        raise AuricleError(f"--repeat {a.repeat}: must be 0 or more")
     rows = read_split(a.split)
     a.out.mkdir(parents=True, exist_ok=True)
-    for k, assigned in enumerate(fold_assignments(rows, a.folds)):
+    for k, assigned in enumerate(fold_assignments(rows, a.folds, a.repeat)):
         text = "path,split\n" + "".join(f"{path},{split}\n" for path, split in assigned)
         write_text_atomic(a.out / f"fold{k}.csv", text)
         n_val = sum(s == "val" for _, s in assigned)
