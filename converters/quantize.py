@@ -1119,6 +1119,8 @@ def _training(run: RunFolder) -> dict[str, Any]:
         "test_macro_f1": test.get("macro_f1") if isinstance(test, dict) else None,
         "summary": rep.get("training"),
         "train_config": rep.get("train_config") or _portable_values(run.train_config),
+        # what it learned to reject: the --negatives and the parts of them taught as noise (None: not trained so)
+        **_portable_values({k: run.train_config.get(k) for k in ("negatives", "noise_negatives")}),
     }
 
 

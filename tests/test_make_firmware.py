@@ -39,6 +39,33 @@ def test_spec_is_the_recipe_the_shipped_bundle_records(spec):
     # settings the manifest records that this version cannot set would be silently dropped by a rebuild
     unknown = set(recorded) - set(TrainConfig().to_dict()) - NOT_RECIPE
     assert not unknown, unknown
+    _check_negatives(json.loads(manifest.read_text())["training"], _parsed(spec))
+
+
+def _check_negatives(training: dict, args) -> None:
+    """The spec trains on the negatives (and the noise part of them) the bundle records, where it records them
+    (bundles quantized before the manifest carried them do not): paths compared below the negatives root."""
+    if "negatives" not in training:
+        return
+    root = (training["negatives"] or [None])[0]
+
+    def ours(paths):   # the spec's paths, with its "neg" placeholder put back as the recorded root
+        return [root + p[3:] if p.startswith("neg") and root else p for p in paths] if paths else None
+    assert ours(args.negatives) == training["negatives"]
+    assert ours(args.noise_negatives) == training.get("noise_negatives")
+
+
+def test_the_negatives_check_tells_noise_taught_apart_from_not():
+    base = ["--data", "d", "--out", "o", "--negatives", "neg", "runs/esc10_folds123"]
+    plain = build_parser().parse_args(base)
+    noisy = build_parser().parse_args([*base, "--noise-negatives", "neg/noise", "runs/esc10_folds123"])
+    recorded = {"negatives": ["../shared/data/negatives", "runs/esc10_folds123"], "noise_negatives": None}
+    with_noise = {**recorded, "noise_negatives": ["../shared/data/negatives/noise", "runs/esc10_folds123"]}
+    _check_negatives(recorded, plain)
+    _check_negatives(with_noise, noisy)
+    for training, args in ((recorded, noisy), (with_noise, plain)):
+        with pytest.raises(AssertionError):
+            _check_negatives(training, args)
 
 
 def test_rejecting_bundles_train_on_negatives_and_esc_folds_1_to_3():

@@ -131,6 +131,7 @@ def test_manifest_follows_the_contract_and_hashes_match(bundle, run_dir):
     assert m["models"]["float32"]["input"]["dtype"] == "float32"
     assert m["regenerable_files"] == {}
     assert m["training"]["run"] == "tiny_edge" and m["network"]["name"] == "tiny"
+    assert m["training"]["negatives"] is None and m["training"]["noise_negatives"] is None   # trained without
     v = m["verification"]
     assert set(v["accuracy"]) == {"keras_float", "tflite_float32", "tflite_int8"}
     assert set(v["per_class_recall"]) == set(b.labels)
@@ -174,6 +175,20 @@ def test_manifest_records_paths_relative_to_the_repository(bundle, run_dir):
     assert m["conversion"]["resolved"]["data"] == "tests/data/speech_commands"
     assert m["conversion"]["command"].startswith("python converters/quantize.py --run ../")
     assert q._portable_args(["--out=/a/b", "--run", str(REPO / "runs" / "x"), "-q"])[1:] == ["--run", "runs/x", "-q"]
+
+
+def test_manifest_records_the_negatives_it_learned_to_reject_relative_to_the_repository(run_dir):
+    import dataclasses
+
+    from training.run_folder import load_run
+    run = load_run(run_dir)
+    neg = [str(REPO / "runs" / "negatives"), "runs/esc10_folds123"]
+    noise = [str(REPO / "runs" / "negatives" / "noise")]
+    trained = dataclasses.replace(run, train_config={**run.train_config, "negatives": neg, "noise_negatives": noise})
+    t = q._training(trained)
+    assert t["negatives"] == ["runs/negatives", "runs/esc10_folds123"]
+    assert t["noise_negatives"] == ["runs/negatives/noise"]
+    assert _machine_specific(t) == []
 
 
 @pytest.mark.parametrize("name", sorted(p.parent.name for p in (REPO / "firmware_assets").glob("*/manifest.json")))
