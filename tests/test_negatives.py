@@ -112,6 +112,27 @@ def test_noise_negatives_are_marked_without_moving_a_file_between_splits(tmp_pat
             find_negative_files([tmp_path / "neg"], [bad])
 
 
+def test_noise_negatives_mark_linked_files_by_the_folder_they_are_linked_into(tmp_path):
+    """ESC-10 folds are linked into one folder (tools.esc10_folds): naming that folder marks every link, though
+    each points elsewhere; a linked folder given as a root works the same; a path marking nothing is an error."""
+    for i in range(4):
+        write_noise(tmp_path / "esc" / f"c{i}" / f"{i}-A.wav", 0.2, i)
+        write_noise(tmp_path / "neg" / "speech" / f"s{i}.wav", 0.2, 10 + i)
+    (tmp_path / "links").mkdir()
+    for i in range(4):
+        (tmp_path / "links" / f"{i}-A.wav").symlink_to(tmp_path / "esc" / f"c{i}" / f"{i}-A.wav")
+    (tmp_path / "neg_link").symlink_to(tmp_path / "neg", target_is_directory=True)
+    files = find_negative_files([tmp_path / "neg_link", tmp_path / "links"], [tmp_path / "links"])
+    assert [f.noise for f in files] == [f.rel.endswith("-A.wav") for f in files] and sum(f.noise for f in files) == 4
+    one = find_negative_files([tmp_path / "links"], [tmp_path / "links" / "2-A.wav"])
+    assert [f.rel for f in one if f.noise] == ["2-A.wav"]
+    assert [f.rel for f in find_negative_files([tmp_path / "neg_link"], [tmp_path / "neg_link" / "speech"])
+            if f.noise] == [f"speech/s{i}.wav" for i in range(4)]
+    (tmp_path / "neg" / "empty").mkdir()
+    with pytest.raises(Exception, match="holds none of the negative audio"):
+        find_negative_files([tmp_path / "neg"], [tmp_path / "neg" / "empty"])
+
+
 def test_mixer_labels_noise_windows_as_silence_in_proportion_to_their_audio():
     """Two train files, one marked noise (frames +10 dB, a quarter of the audio) and one speech (-60 dB): every
     appended window is labelled by the file it came from, and about a quarter are noise."""

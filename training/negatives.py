@@ -57,10 +57,12 @@ def find_negative_files(roots: Sequence[str | os.PathLike[str]],
     of ``noise_paths`` (folders or files inside the roots) are marked as noise. The split still hashes the
     path relative to the root, so naming a subfolder as noise never moves a file between splits."""
     found: list[NegativeFile] = []
+    places: list[Path] = []          # each file's place under its root (see _place)
     for root in roots:
         root = Path(root)
         if root.is_file():
             found.append(NegativeFile(root.resolve(), root.name, split_of_file(root.name)))
+            places.append(_place(root))
             continue
         if not root.is_dir():
             raise AuricleError(f"negative audio {root} does not exist; pass folders or files of audio with "
@@ -73,25 +75,37 @@ def find_negative_files(roots: Sequence[str | os.PathLike[str]],
                 p = Path(dirpath) / name
                 rel = p.relative_to(root).as_posix()
                 found.append(NegativeFile(p.resolve(), rel, split_of_file(rel)))
+                places.append(_place(p))
     if not found:
         raise AuricleError(f"no audio files under {', '.join(map(str, roots))}; --negatives needs "
                            "WAV/FLAC/... recordings")
-    return _mark_noise(found, roots, noise_paths)
+    return _mark_noise(found, places, roots, noise_paths)
 
 
-def _mark_noise(files: list[NegativeFile], roots: Sequence[str | os.PathLike[str]],
+def _place(path: Path) -> Path:
+    """Where ``path`` sits: a folder resolved; a file's folder resolved with its own name kept, so a linked
+    file (ESC-10 folds linked into one folder) is judged by the folder it was found in, not by its target."""
+    return path.resolve() if path.is_dir() else path.parent.resolve() / path.name
+
+
+def _mark_noise(files: list[NegativeFile], places: list[Path], roots: Sequence[str | os.PathLike[str]],
                 noise_paths: Sequence[str | os.PathLike[str]]) -> list[NegativeFile]:
-    resolved_roots = [Path(r).resolve() for r in roots]
-    marks = []
+    """``files`` with ``noise`` set for those whose place is, or is under, one of ``noise_paths``; each of
+    those paths must lie inside the roots and mark at least one file."""
+    resolved_roots = [_place(Path(r)) for r in roots]
+    marked = [False] * len(files)
     for p in noise_paths:
-        q = Path(p).resolve()
-        if not q.exists() or not any(q == r or r in q.parents for r in resolved_roots):
+        q = _place(Path(p))
+        if not Path(p).exists() or not any(q == r or r in q.parents for r in resolved_roots):
             raise AuricleError(f"--noise-negatives {p} is not a folder or file inside the --negatives "
                                "paths; name subfolders (or files) of those")
-        marks.append(q)
-    if not marks:
-        return files
-    return [dataclasses.replace(f, noise=any(f.path == q or q in f.path.parents for q in marks)) for f in files]
+        hits = [i for i, place in enumerate(places) if place == q or q in place.parents]
+        if not hits:
+            raise AuricleError(f"--noise-negatives {p} holds none of the negative audio files; name a folder "
+                               "or file with audio in it")
+        for i in hits:
+            marked[i] = True
+    return [dataclasses.replace(f, noise=m) for f, m in zip(files, marked)] if noise_paths else files
 
 
 def _cache_path(cache_dir: Path, config: FeatureConfig, data: bytes) -> Path:
