@@ -40,7 +40,7 @@ BACKGROUND_CANDIDATES = ("_unknown_", "_background_", "_silence_")
 
 @dataclasses.dataclass(frozen=True)
 class NegativeFile:
-    path: Path          # absolute, for reading
+    path: Path          # absolute, for reading; a link stays the link (see _place), so marks see where it was found
     rel: str            # relative to the folder it was found under (posix): what the split hashes
     split: str
     noise: bool = False  # no speech in it: labelled as the data's silence class (see ``noise_paths``)
@@ -57,12 +57,10 @@ def find_negative_files(roots: Sequence[str | os.PathLike[str]],
     of ``noise_paths`` (folders or files inside the roots) are marked as noise. The split still hashes the
     path relative to the root, so naming a subfolder as noise never moves a file between splits."""
     found: list[NegativeFile] = []
-    places: list[Path] = []          # each file's place under its root (see _place)
     for root in roots:
         root = Path(root)
         if root.is_file():
-            found.append(NegativeFile(root.resolve(), root.name, split_of_file(root.name)))
-            places.append(_place(root))
+            found.append(NegativeFile(_place(root), root.name, split_of_file(root.name)))
             continue
         if not root.is_dir():
             raise AuricleError(f"negative audio {root} does not exist; pass folders or files of audio with "
@@ -74,12 +72,11 @@ def find_negative_files(roots: Sequence[str | os.PathLike[str]],
                     continue
                 p = Path(dirpath) / name
                 rel = p.relative_to(root).as_posix()
-                found.append(NegativeFile(p.resolve(), rel, split_of_file(rel)))
-                places.append(_place(p))
+                found.append(NegativeFile(_place(p), rel, split_of_file(rel)))
     if not found:
         raise AuricleError(f"no audio files under {', '.join(map(str, roots))}; --negatives needs "
                            "WAV/FLAC/... recordings")
-    return _mark_noise(found, places, roots, noise_paths)
+    return _mark_noise(found, roots, noise_paths)
 
 
 def _place(path: Path) -> Path:
@@ -88,7 +85,7 @@ def _place(path: Path) -> Path:
     return path.resolve() if path.is_dir() else path.parent.resolve() / path.name
 
 
-def _mark_noise(files: list[NegativeFile], places: list[Path], roots: Sequence[str | os.PathLike[str]],
+def _mark_noise(files: list[NegativeFile], roots: Sequence[str | os.PathLike[str]],
                 noise_paths: Sequence[str | os.PathLike[str]]) -> list[NegativeFile]:
     """``files`` with ``noise`` set for those whose place is, or is under, one of ``noise_paths``; each of
     those paths must lie inside the roots and mark at least one file."""
@@ -99,7 +96,7 @@ def _mark_noise(files: list[NegativeFile], places: list[Path], roots: Sequence[s
         if not Path(p).exists() or not any(q == r or r in q.parents for r in resolved_roots):
             raise AuricleError(f"--noise-negatives {p} is not a folder or file inside the --negatives "
                                "paths; name subfolders (or files) of those")
-        hits = [i for i, place in enumerate(places) if place == q or q in place.parents]
+        hits = [i for i, f in enumerate(files) if f.path == q or q in f.path.parents]
         if not hits:
             raise AuricleError(f"--noise-negatives {p} holds none of the negative audio files; name a folder "
                                "or file with audio in it")
