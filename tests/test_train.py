@@ -21,39 +21,11 @@ from edge.errors import AuricleError
 
 keras = pytest.importorskip("keras")
 
-from training.data import split_of  # noqa: E402
 from training.models import build_model, count_macs  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
-CLIPS = REPO / "tests" / "data" / "speech_commands"
-CLASSES = ("yes", "no", "_silence_")
+CLASSES = ("yes", "no", "_silence_")   # the classes of the tiny_data fixture (conftest.py)
 ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "3", "AURICLE_LOADER_THREADS": "1"}
-
-
-def _speaker_for(split: str, salt: str) -> str:
-    """An 8-hex fake speaker id that the sha1 rule puts in ``split``."""
-    for i in range(10_000):
-        spk = hashlib.sha1(f"{salt}-{i}".encode()).hexdigest()[:8]
-        if split_of(spk) == split:
-            return spk
-    raise AssertionError("no speaker found")
-
-
-@pytest.fixture(scope="session")
-def tiny_data(tmp_path_factory) -> Path:
-    """3 classes x 6 real clips, renamed so each class has 4 train, 1 val, 1 test clip (speaker rule)."""
-    root = tmp_path_factory.mktemp("tiny_data")
-    plan = ["train"] * 4 + ["val", "test"]
-    for label in CLASSES:
-        (root / label).mkdir()
-        for k, (src, split) in enumerate(zip(sorted((CLIPS / label).glob("*.wav")), plan)):
-            if label == "_silence_":
-                stem = next(s for s in (f"{k}{i}" for i in range(1000)) if split_of(s) == split)
-                name = f"{stem}.wav"
-            else:
-                name = f"{_speaker_for(split, f'{label}{k}')}_nohash_0.wav"
-            shutil.copy(src, root / label / name)
-    return root
 
 
 def _cfg(network: str, profile: str, **kw):

@@ -155,10 +155,13 @@ def build_model(name: str, input_shape: Sequence[int], num_classes: int, *, prof
 
 
 def count_macs(model: keras.Model) -> int:
-    """Multiply-accumulates of one forward pass (batch 1): convolutions, depthwise convs and dense layers."""
+    """Multiply-accumulates of one forward pass (batch 1): convolutions, depthwise convs and dense layers,
+    those of nested models (an ensemble's members) included."""
     total = 0
     for layer in model.layers:
-        if isinstance(layer, layers.DepthwiseConv2D):
+        if isinstance(layer, keras.Model):
+            total += count_macs(layer)
+        elif isinstance(layer, layers.DepthwiseConv2D):
             out = layer.output.shape
             kh, kw = layer.kernel_size
             total += out[1] * out[2] * out[3] * kh * kw

@@ -74,10 +74,11 @@ def plot_curves(history: dict[str, list[float]], path: Path, title: str) -> None
         ax.set_xlabel("epoch")
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
-        ax.legend()
+        if ax.lines:
+            ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    _savefig(fig, path)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -101,11 +102,11 @@ def plot_confusion(cm: Sequence[Sequence[int]], labels: Sequence[str], path: Pat
                         color="white" if norm[i, j] > 0.5 else "black")
     ax.set_title(title)
     fig.tight_layout()
-    _savefig(fig, path)
+    save_figure(fig, path)
     plt.close(fig)
 
 
-def _savefig(fig: Any, path: Path) -> None:
+def save_figure(fig: Any, path: Path) -> None:
     with atomic_writer(path, binary=True) as fh:
         fig.savefig(fh, dpi=110, format=path.suffix.lstrip(".") or "png")
 
@@ -140,8 +141,10 @@ def markdown_report(report: dict[str, Any]) -> str:
 
 
 def write_report(out: Path, fs, cfg, summary: dict[str, Any], *, skipped: Sequence = (),
-                 model: Any = None, split_rule: str | None = None) -> dict[str, Any]:
-    """Evaluate the best model on every split and write report.json, report.md, curves.png, confusion.png."""
+                 model: Any = None, split_rule: str | None = None,
+                 train_config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Evaluate the best model on every split and write report.json, report.md, curves.png, confusion.png.
+    ``train_config``: what the report records as the recipe (default: ``cfg``'s fields)."""
     import keras
 
     from training.models import count_macs  # imports keras: lazy, like keras itself
@@ -162,7 +165,8 @@ def write_report(out: Path, fs, cfg, summary: dict[str, Any], *, skipped: Sequen
                        "whole clip (the last aligned with its end), softmax scores averaged per clip; "
                        "per-window: each window judged alone"),
         "test_metrics": metrics.get("test"), "val_metrics": metrics.get("val"),
-        "training": summary, "train_config": cfg.to_dict(), "feature_config": fs.config.to_dict(),
+        "training": summary, "train_config": train_config if train_config is not None else cfg.to_dict(),
+        "feature_config": fs.config.to_dict(),
         "skipped": skipped_rows,
         "split_rule": split_rule or "sha1(group) % 100: <80 train, 80-89 val, >=90 test; group = speaker id",
     }
