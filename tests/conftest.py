@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+import training  # noqa: F401  (TensorFlow's kernel choice, before any test imports keras)
 from edge.splits import split_of
 
 REPO = Path(__file__).resolve().parent.parent
