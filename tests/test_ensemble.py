@@ -3,6 +3,7 @@ runs that are not of one recipe are refused with one line."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -17,6 +18,7 @@ keras = pytest.importorskip("keras")
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.slow
+ENV = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}   # no TensorFlow start-up chatter
 
 
 def _tiny_config(seed: int):
@@ -139,7 +141,7 @@ def test_runs_not_of_one_recipe_are_one_line_and_exit_2(members, tmp_path, case,
     elif case == "out is a member":
         out = other
     r = subprocess.run([sys.executable, "-m", "training.ensemble", "--runs", *map(str, runs), "--out", str(out)],
-                       capture_output=True, text=True, cwd=REPO, timeout=300)
+                       capture_output=True, text=True, cwd=REPO, timeout=300, env=ENV)
     assert r.returncode == 2, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], r.stderr

@@ -115,9 +115,10 @@ def test_sweep_replays_exactly_what_the_detector_reports(edge_bundle, tmp_path):
         live = listen_events(edge_bundle, wav, ["--threshold", row["threshold"], "--smooth", row["smooth"],
                                                 "--min-gap", "1", "--threads", "1"])
         assert int(row["false_accepts"]) == len(live), row
-    for smooth in ("1", "3"):
+    for smooth in ("1", "3"):   # fewer false accepts at 0.9 than at 0.3; not strictly monotonic in between:
+        # the gate re-arms at a fraction of the threshold, so a higher threshold can split one detection in two
         fa = [int(r["false_accepts"]) for r in rows if r["smooth"] == smooth]
-        assert fa == sorted(fa, reverse=True)                   # monotonic in threshold on this stream
+        assert fa[-1] < fa[0], fa
     ev = json.loads((out / "evaluation.json").read_text())
     assert {"false_accepts_per_hour", "negative_hours", "false_accepts", "false_reject_rate", "sweep"} <= set(ev)
     if importlib.util.find_spec("matplotlib") is not None:
