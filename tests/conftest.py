@@ -21,13 +21,15 @@ TINY_CLASSES = ("yes", "no", "_silence_")
 
 @pytest.fixture(scope="session")
 def demo_rows() -> list[dict]:
-    """What `make demo` prints with --json (events, then the score), run once per session; it finds every word."""
+    """What `make demo` prints with --json (events, then the score), run once per session; every event is a
+    hit or a false alarm, and it meets the shipped default's bar (9 of the 10 words)."""
     r = subprocess.run([sys.executable, "-m", "edge.demo", "--stream", str(DEMO_STREAM), "--json"],
                        capture_output=True, text=True, cwd=REPO, timeout=120)
     assert r.returncode == 0, r.stderr
     rows = [json.loads(line) for line in r.stdout.splitlines() if line.strip()]
     score = [d for d in rows if d["type"] == "score"][0]
-    assert sum(d["type"] == "event" for d in rows) == score["truth_words"] == score["hits"] == 10
+    assert sum(d["type"] == "event" for d in rows) == score["hits"] + score["false_alarms"]
+    assert score["truth_words"] == 10 and score["hits"] >= 9
     return rows
 
 

@@ -20,7 +20,8 @@ NOT_RECIPE = {"time_limit", "jit_compile"}
 
 
 def _parsed(spec: make_firmware.Spec):
-    cmd = make_firmware.train_command(spec, Path("data"), 0, Path("neg"))
+    """The spec's (first) training command, parsed as training.train parses it."""
+    cmd = make_firmware.build_commands(spec, Path("data"), 0, Path("neg"))[0]
     assert cmd[:3] == [sys.executable, "-m", "training.train"]
     return build_parser().parse_args(cmd[3:])
 
@@ -32,12 +33,18 @@ def test_spec_is_the_recipe_the_shipped_bundle_records(spec):
         pytest.skip(f"{spec.name} is not shipped in this checkout")
     recorded = json.loads(manifest.read_text())["training"]["train_config"]
     ours = _config_from(_parsed(spec)).to_dict()
-    shared = (set(recorded) & set(ours)) - NOT_RECIPE
+    not_recipe = set(NOT_RECIPE)
+    if "ensemble" in recorded:   # an average of runs that differ only in seed: the spec names those seeds
+        assert [m["seed"] for m in recorded["ensemble"]] == list(spec.ensemble_seeds)
+        not_recipe |= {"seed", "ensemble"}
+    else:
+        assert not spec.ensemble_seeds
+    shared = (set(recorded) & set(ours)) - not_recipe
     assert {"network", "profile", "epochs", "weight_decay", "dropout"} <= shared
     as_recorded = TrainConfig.from_dict(recorded).to_dict()   # JSON lists back to the config's tuples
     assert {k: ours[k] for k in shared} == {k: as_recorded[k] for k in shared}
     # settings the manifest records that this version cannot set would be silently dropped by a rebuild
-    unknown = set(recorded) - set(TrainConfig().to_dict()) - NOT_RECIPE
+    unknown = set(recorded) - set(TrainConfig().to_dict()) - not_recipe
     assert not unknown, unknown
     _check_negatives(json.loads(manifest.read_text())["training"], _parsed(spec))
 
@@ -72,7 +79,13 @@ def test_rejecting_bundles_train_on_negatives_and_esc_folds_1_to_3():
     spec = next(s for s in make_firmware.SHIPPED if s.name == "kws_mobilenet_edge")
     args = _parsed(spec)
     assert args.negatives == ["neg", "runs/esc10_folds123"]
-    assert args.out == "runs/kws_mobilenet_edge"
+    assert args.noise_negatives == ["neg/noise"]
+    *members, average = make_firmware.build_commands(spec, Path("data"), 0, Path("neg"))
+    outs = [build_parser().parse_args(m[3:]).out for m in members]
+    assert outs == ["runs/kws_mobilenet_edge_s1", "runs/kws_mobilenet_edge_s2"]
+    assert [build_parser().parse_args(m[3:]).seed for m in members] == [1, 2]
+    assert average[1:3] == ["-m", "training.ensemble"] and average[-2:] == ["--out", "runs/kws_mobilenet_edge"]
+    assert average[average.index("--runs") + 1:-2] == outs
     plain = next(s for s in make_firmware.SHIPPED if not s.negatives)
     assert _parsed(plain).negatives is None
 

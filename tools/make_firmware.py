@@ -11,7 +11,7 @@ Two routes, both deterministic given --seed (cuDNN/XLA kernels aside):
     2. on the GPU host: ``JOBS="seed_mn seed_rn" bash tools/gpu_train.sh``  (Keras on JAX/PyTorch; weights to $OUT)
     3. ``python -m tools.make_firmware --import-gpu DIR --only kws_mobilenet_seed kws_resnet18_seed``
 
-    python -m tools.make_firmware --only kws_mobilenet_edge      # ~25 min on one core of a 2-core CPU
+    python -m tools.make_firmware --only kws_mobilenet_edge      # two 70-epoch runs + averaging: ~3 h here
 """
 from __future__ import annotations
 
@@ -36,12 +36,14 @@ class Spec:
     recalibrate_bn: int = 0   # applied on import from the GPU host (short seed runs)
     train_args: tuple[str, ...] = ()   # the recipe beyond network/profile/epochs, as training.train options
     negatives: bool = False   # trains on --negatives (the negatives folder + ESC-10 folds 1-3); CPU route only
+    noise_negatives: bool = False   # the negatives' noise/ beds are taught as _silence_ (--noise-negatives)
+    ensemble_seeds: tuple[int, ...] = ()   # one run per seed, averaged into one model (training.ensemble)
 
 
 # Each spec is the recipe its shipped bundle records in manifest.json (tests/test_make_firmware.py checks it).
-_REJECTING = ("--dropout", "0.3", "--weight-decay", "0.05", "--mine-rounds", "1", "--mine-epochs", "3")
 SHIPPED = (
-    Spec("kws_mobilenet_edge", "mobilenet", "edge", 70, train_args=_REJECTING, negatives=True),   # the default
+    Spec("kws_mobilenet_edge", "mobilenet", "edge", 70, train_args=("--dropout", "0.3", "--weight-decay", "0.05"),
+         negatives=True, noise_negatives=True, ensemble_seeds=(1, 2)),   # the default
     Spec("kws_resnet18_edge", "resnet18", "edge", 50, train_args=("--dropout", "0.3", "--weight-decay", "0.01"),
          negatives=True),
     Spec("kws_mobilenet_seed", "mobilenet", "seed", 40, recalibrate_bn=1024),
@@ -62,14 +64,25 @@ def negative_sources(negatives: Path) -> list[str]:
     return [str(negatives), str(ESC_TRAIN_FOLDS)]
 
 
-def train_command(spec: Spec, data: Path, seed: int, negatives: Path) -> list[str]:
-    """The ``training.train`` command line that rebuilds one shipped bundle's run on this machine."""
+def train_command(spec: Spec, data: Path, seed: int, negatives: Path, out: str | None = None) -> list[str]:
+    """The ``training.train`` command line that rebuilds one shipped bundle's run (or one ensemble member's,
+    into ``out``) on this machine."""
     cmd = [sys.executable, "-m", "training.train", "--data", str(data), "--network", spec.network,
            "--profile", spec.profile, "--epochs", str(spec.epochs), "--patience", "0", "--seed", str(seed),
-           *spec.train_args, "--quiet", "--out", f"runs/{spec.name}"]
+           *spec.train_args, "--quiet", "--out", out or f"runs/{spec.name}"]
     if spec.negatives:
-        cmd[-3:-3] = ["--negatives", *negative_sources(negatives)]
+        noise = ["--noise-negatives", str(negatives / "noise")] if spec.noise_negatives else []
+        cmd[-3:-3] = ["--negatives", *negative_sources(negatives), *noise]
     return cmd
+
+
+def build_commands(spec: Spec, data: Path, seed: int, negatives: Path) -> list[list[str]]:
+    """What rebuilds ``runs/NAME``: one training run, or one per ensemble seed and the averaging step."""
+    if not spec.ensemble_seeds:
+        return [train_command(spec, data, seed, negatives)]
+    outs = [f"runs/{spec.name}_s{s}" for s in spec.ensemble_seeds]
+    return [*(train_command(spec, data, s, negatives, out) for s, out in zip(spec.ensemble_seeds, outs)),
+            [sys.executable, "-m", "training.ensemble", "--runs", *outs, "--out", f"runs/{spec.name}"]]
 
 
 def prepare_negatives(esc10: Path) -> None:
@@ -139,7 +152,7 @@ def main(argv=None) -> int:
     p.add_argument("--esc10", type=Path, default=Path("../shared/data/esc10"),
                    help="ESC-10 (folds 1-3 become more negatives for the rejecting bundles)")
     p.add_argument("--only", nargs="*", default=None, help="bundle names to rebuild (default: all shipped)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="training seed (an ensemble spec trains its own seeds)")
     p.add_argument("--gpu-features", type=Path, metavar="DIR", help="write DIR/{edge,seed}.npz for a GPU host")
     p.add_argument("--import-gpu", type=Path, metavar="DIR", help="import weights a GPU host exported, then quantize")
     p.add_argument("--skip-quantize", action="store_true")
@@ -156,8 +169,9 @@ def main(argv=None) -> int:
                 raise AuricleError(f"{flag} folder {folder} does not exist; pass {flag} (see ../shared/data/README.md)")
         prepare_negatives(a.esc10)
     for spec in specs:
-        _run(_import_command(spec, a.import_gpu, a.gpu_features, a.data) if a.import_gpu
-             else train_command(spec, a.data, a.seed, a.negatives))
+        for cmd in ([_import_command(spec, a.import_gpu, a.gpu_features, a.data)] if a.import_gpu
+                    else build_commands(spec, a.data, a.seed, a.negatives)):
+            _run(cmd)
         if not a.skip_quantize:
             quantize(spec, a.data)
             if spec.profile == "edge":
