@@ -1,7 +1,7 @@
 """Average several training runs of one recipe into one model: one graph, one bundle.
 
-    python -m training.ensemble --runs runs/kws_mobilenet_edge_s1 runs/kws_mobilenet_edge_s2 --out runs/kws_mobilenet_edge
-    python -m converters.quantize --run runs/kws_mobilenet_edge --out firmware_assets/kws_mobilenet_edge
+    python -m training.ensemble --runs runs/n_s1 runs/n_s2 --out runs/n_e2
+    python -m converters.quantize --run runs/n_e2 --out firmware_assets/NAME
 
 The members are runs of the same recipe with different ``--seed`` s: the same labels in the same order, the
 same frontend with the same normalisation statistics (``feature_config.json``) and the same split
@@ -20,12 +20,13 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
 from edge.errors import AuricleError, run_cli
-from edge.fileio import write_bytes_atomic, write_json_atomic
+from edge.fileio import write_json_atomic
 from training.report import save_figure, write_report
 from training.run_folder import (FEATURE_CONFIG, HISTORY, LABELS, MODEL, SPLIT, TRAIN_CONFIG, TRAIN_SUMMARY,
                                  RunFolder, load_run, read_history, read_json, save_model_atomic)
@@ -122,7 +123,9 @@ def ensemble_summary(members: Sequence[Member], seconds: float) -> dict[str, Any
 
 def _copy_run_files(first: RunFolder, out: Path) -> None:
     for name in (LABELS, FEATURE_CONFIG, SPLIT):
-        write_bytes_atomic(out / name, (first.path / name).read_bytes())
+        tmp = out / f".{name}.tmp"
+        shutil.copyfile(first.path / name, tmp)
+        os.replace(tmp, out / name)
 
 
 def plot_member_curves(members: Sequence[Member], path: Path) -> None:
@@ -130,6 +133,7 @@ def plot_member_curves(members: Sequence[Member], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for m in members:
