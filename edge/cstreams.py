@@ -4,6 +4,10 @@ ALSA and PortAudio print probing chatter on fd 2, the TFLite runtime prints "Cre
 XNNPACK delegate", TensorFlow's converter prints MLIR logs on fds 1 and 2. Python's ``sys.stderr`` cannot
 catch any of it, so :func:`captured_fds` points the descriptors at a temporary file for the duration of a
 block and hands back what was written there, so an error message can quote it.
+
+A file descriptor belongs to the whole process, so captures are serialised by one lock: two threads that
+loaded models at once (two Wyoming clients connecting together) would otherwise each save the other's
+temporary file as "the" stderr, and one of them would leave fd 2 pointing at a deleted file for good.
 """
 from __future__ import annotations
 
@@ -11,9 +15,11 @@ import contextlib
 import os
 import sys
 import tempfile
+import threading
 from typing import Callable, Iterator, Sequence
 
 DEBUG_ENV = "AURICLE_DEBUG"
+_FD_LOCK = threading.RLock()   # one capture at a time in the process (see the module docstring)
 
 
 def _flush_python_streams() -> None:
@@ -35,6 +41,12 @@ def captured_fds(fds: Sequence[int] = (2,), *, debug_env: str = DEBUG_ENV,
     if os.environ.get(debug_env) or os.environ.get(DEBUG_ENV):
         yield lambda: text["value"]
         return
+    with _FD_LOCK:
+        yield from _capture(fds, limit, text)
+
+
+def _capture(fds: Sequence[int], limit: int | None, text: dict) -> Iterator[Callable[[], str]]:
+    """The body of :func:`captured_fds`, run under the lock."""
     _flush_python_streams()
     try:
         saved = [os.dup(fd) for fd in fds]

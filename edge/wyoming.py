@@ -343,6 +343,15 @@ async def serve(uri: str, service: WakeService, *, ready: Any = None) -> None:
         await server.stop()
 
 
+def _own_stderr() -> TextIO:
+    """The server's log on a copy of fd 2: a model loading for one client holds fd 2 back (the TFLite
+    runtime's chatter) while other clients' lines are still being logged."""
+    try:
+        return os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1)
+    except (OSError, ValueError, AttributeError):
+        return sys.stderr
+
+
 def build_parser() -> argparse.ArgumentParser:
     from edge.listen import add_detector_arguments
 
@@ -371,7 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                            "--model once")
     kwargs = {"hop": args.hop, "threshold": args.threshold, "smooth": args.smooth, "min_gap": args.min_gap,
               "num_threads": args.threads, "coral": args.coral}
-    service = WakeService(bundles, kwargs)
+    service = WakeService(bundles, kwargs, log=_own_stderr())
     if not service.words:
         raise AuricleError("the bundle(s) have no reportable labels (all are background); nothing to serve")
     probe = service.make_detectors(service.min_rate)     # fail now, not per client, on bad settings or models

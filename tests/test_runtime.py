@@ -381,6 +381,34 @@ def test_read_audio_and_file_errors(tmp_path):
         FileSource(tmp_path / "missing.wav")
 
 
+# -- C-level stderr capture ------------------------------------------------------------------------------
+CAPTURE_RACE = textwrap.dedent("""
+    import os, threading
+    from edge.cstreams import captured_c_stderr
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    def a():
+        with captured_c_stderr():
+            a_in.set()
+            b_in.wait(1.0)          # without a lock, b enters here and saves a's file as "stderr"
+        a_out.set()
+    def b():
+        a_in.wait()
+        with captured_c_stderr():
+            b_in.set()
+            a_out.wait(1.0)
+    ts = [threading.Thread(target=f) for f in (a, b)]
+    [t.start() for t in ts]
+    [t.join() for t in ts]
+    os.write(2, b"fd 2 is the real stderr again\\n")
+""")
+
+
+def test_c_stderr_captures_in_two_threads_leave_fd_2_as_it_was():
+    r = subprocess.run([PY, "-c", CAPTURE_RACE], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "fd 2 is the real stderr again" in r.stderr
+
+
 # -- soak --------------------------------------------------------------------------------------------------------
 SOAK = textwrap.dedent("""
     import json, sys

@@ -81,6 +81,8 @@ def server():
     rest = p.stderr.read()
     assert p.wait(30) == 0, rest
     assert "wyoming: stopped:" in rest and "Traceback" not in rest
+    streams = int(re.search(r"stopped: \d+ connections, (\d+) streams", rest).group(1))
+    assert streams > 0 and rest.count(": stream of ") == streams, rest     # no log line lost to a capture
 
 
 async def read_until_info(client: AsyncClient) -> list:
