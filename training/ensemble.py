@@ -189,10 +189,6 @@ def ensemble_runs(runs: Sequence[str | os.PathLike[str]], out: str | os.PathLike
                   data: str | os.PathLike[str] | None = None,
                   cache_dir: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Check the members, average them into one model and write a complete run folder at ``out``."""
-    import keras
-
-    from training.config import TrainConfig
-
     t0 = time.perf_counter()
     members = load_members(runs, data=data)
     out = Path(out)
@@ -202,6 +198,10 @@ def ensemble_runs(runs: Sequence[str | os.PathLike[str]], out: str | os.PathLike
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise AuricleError(f"cannot create {out}: {exc.strerror}; choose a writable --out") from None
+    import keras            # only now: TensorFlow's start-up lines must not come before a one-line error
+
+    from training.config import TrainConfig
+
     models = [keras.saving.load_model(m.run.model_path, safe_mode=True) for m in members]
     model = build_ensemble(models)
     save_model_atomic(model, out / MODEL)
