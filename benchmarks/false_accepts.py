@@ -10,12 +10,14 @@ DET grid, with ``edge.evaluate`` (the same streaming path as ``edge.listen``):
   (``python -m tools.make_sample_stream --split test --duration 160 --seed 23 --name test_stream``).
 
 Writes ``false_accepts.json``, ``FALSE_ACCEPTS.md`` and ``det_<bundle>.png`` into ``--out`` and, with
-``--readme``, the table between the README's ``FALSE-ACCEPTS`` markers.
+``--readme``, the table between the README's ``FALSE-ACCEPTS`` markers. The README's results table takes its
+FA/h column from ``false_accepts.json``: ``python -m tools.readme_results --write`` after a new run.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import re
 import sys
 from pathlib import Path
@@ -37,6 +39,19 @@ class BundleFigures:
         fa = self.held_out["false_accepts"]["total"] + (self.extra["false_accepts"]["total"] if self.extra else 0)
         hours = self.held_out["negative_hours"] + (self.extra["negative_hours"] if self.extra else 0.0)
         return fa, hours
+
+    def headline(self) -> str:
+        """FA/h on all negative audio at the shipped point, and the FRR on the test-speaker stream."""
+        fa, hours = self.combined()
+        return f"{fa / hours:.1f} @ {100 * self.held_out['false_reject_rate']:.1f} %"
+
+
+def load_figures(path: Path) -> list[BundleFigures]:
+    """What a previous run wrote to ``false_accepts.json``; none if the file is missing or not in this form."""
+    try:
+        return [BundleFigures(**e) for e in json.loads(path.read_text())]
+    except (OSError, ValueError, TypeError):
+        return []
 
 
 def measure(bundle: Path, *, negatives: str, extra: Sequence[str], stream: Path, quiet: bool,

@@ -44,6 +44,23 @@ def test_readme_results_are_generated_from_the_bundles():
     assert r.returncode == 0, r.stderr
 
 
+def test_the_results_table_gives_each_tuned_keyword_bundle_its_false_accepts_per_hour():
+    from benchmarks.false_accepts import load_figures
+
+    figures = {f.bundle: f for f in load_figures(REPO / "benchmarks" / "false_accepts.json")}
+    tuned = [b.name for b in BUNDLES if b.name.startswith("kws_")
+             and json.loads((b / "manifest.json").read_text()).get("detector")]
+    assert DEFAULT_BUNDLE_NAME in tuned and set(tuned) <= set(figures), sorted(figures)
+    readme = (REPO / "README.md").read_text()
+    for name in tuned:
+        f = figures[name]
+        shipped = json.loads((ASSETS / name / "manifest.json").read_text())["detector"]
+        assert all(f.settings[k] == shipped[k] for k in ("threshold", "smooth", "min_gap")), \
+            f"{name}: benchmarks/false_accepts.json was measured at another operating point"
+        row = next(line for line in readme.splitlines() if line.startswith(f"| `{name}` | "))
+        assert f" {f.headline()} " in row, row
+
+
 def test_demo_meets_the_bar_on_the_sample_stream():
     r = subprocess.run([sys.executable, "-m", "edge.demo", "--json"], cwd=REPO, capture_output=True, text=True,
                        timeout=120)

@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from benchmarks.false_accepts import load_figures
 from edge.fileio import write_text_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,6 +29,16 @@ def _mb(n: int | None) -> str:
     return "n/a" if n is None else f"{n / 1e6:.2f} MB"
 
 
+def _fa_legend(figures) -> str:
+    if not figures:
+        return ""
+    f = figures[0]
+    return (f" **FA/h @ FRR**: false accepts per hour on {f.combined()[1]:.2f} h of held-out audio without "
+            "keywords, at the bundle's shipped operating point, and the share of the "
+            f"{f.held_out['positives']['truth_words']} test-speaker keywords it misses there (`python -m "
+            "benchmarks.false_accepts`; see \"False accepts\" below; - = not measured).")
+
+
 def bundles(root: Path = ROOT / "firmware_assets") -> list[Path]:
     found = {p.name: p for p in root.iterdir() if (p / "manifest.json").is_file()} if root.is_dir() else {}
     return [found[n] for n in ORDER if n in found] + [found[n] for n in sorted(found) if n not in ORDER]
@@ -35,6 +46,8 @@ def bundles(root: Path = ROOT / "firmware_assets") -> list[Path]:
 
 def render() -> str:
     rows, lines = [], []
+    figures = load_figures(ROOT / "benchmarks" / "false_accepts.json")
+    fa = {f.bundle: f.headline() for f in figures}
     for b in bundles():
         m = json.loads((b / "manifest.json").read_text())
         v = m.get("verification", {})
@@ -52,6 +65,7 @@ def render() -> str:
         rows.append(f"| `{b.name}`{other} | {net.get('name')} / {net.get('profile')} | {net.get('params', 0):,} | "
                     f"{net.get('macs', 0) / 1e6:.1f} M | {_pct(acc.get('keras_float'))} | "
                     f"{_pct(acc.get('tflite_int8'))} | {_pct(v.get('agreement', {}).get('int8_vs_keras_float'))} | "
+                    f"{fa.get(b.name, '-')} | "
                     f"{_mb(i8)} | {ratio} | {summ.get('epochs_run', '?')} ep, {summ.get('train_seconds', 0):.0f} s, "
                     f"{summ.get('backend', '?')} |")
     if not rows:
@@ -63,11 +77,12 @@ def render() -> str:
               "backend: the jax and torch runs ran on one NVIDIA H200, the tensorflow runs on a 2-core AMD EPYC "
               "CPU; conversion and evaluation always on that CPU. "
               "A bundle marked with another data set was trained and tested on that one instead (its "
-              "`report.md` gives the split and the per-window accuracy beside the clip-level one).",
+              "`report.md` gives the split and the per-window accuracy beside the clip-level one)."
+              + _fa_legend(figures),
               "",
-              "| bundle | network / profile | params | MACs | float test | int8 test | int8 = float | int8 size "
-              "| int8/f32 size | training |",
-              "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"] + rows
+              "| bundle | network / profile | params | MACs | float test | int8 test | int8 = float | FA/h @ FRR "
+              "| int8 size | int8/f32 size | training |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"] + rows
     default = ROOT / "firmware_assets" / ORDER[0] / "report.md"
     if default.is_file():
         lines += ["", f"Per-class precision and recall, confusion matrices and curves: each bundle's `report.md` "
