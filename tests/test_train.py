@@ -92,7 +92,13 @@ def test_tiny_run_trains_and_writes_every_artifact(tiny_data, tmp_path, network,
     for name in ARTIFACTS:
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     assert report["split_sizes"] == {"train": 12, "val": 3, "test": 3}
-    assert report["accuracy"]["train"] > 1 / len(CLASSES) + 0.1, report["accuracy"]  # beats chance
+    # it learns: the optimiser's own (training-mode) figures. The report's inference-mode accuracy on 12 clips
+    # rests on batch-norm moving averages of a few dozen batches of 4 and sat at chance on some CPUs while
+    # training accuracy reached 0.9, so it is checked for agreement with predict() below, not against chance
+    hist = list(csv.DictReader(open(out / "history.csv")))
+    loss = [float(r["loss"]) for r in hist]
+    assert min(loss[1:]) < loss[0], loss
+    assert max(float(r["accuracy"]) for r in hist) > 1 / len(CLASSES) + 0.1, hist
     assert set(report["test_metrics"]["per_class"]) == set(CLASSES)
     assert report["params"] > 0 and report["macs"] > 0 and report["training"]["train_seconds"] > 0
     rows = list(csv.DictReader(open(out / "split.csv")))
