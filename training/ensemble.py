@@ -106,7 +106,8 @@ def ensemble_config(members: Sequence[Member], out: Path) -> dict[str, Any]:
     base = {k: v for k, v in members[0].run.train_config.items() if k not in _PER_MEMBER}
     base["ensemble"] = [{"run": _portable(m.run.path, out), "seed": m.seed,
                          "epochs_run": m.summary.get("epochs_run"),
-                         "best_val_accuracy": m.summary.get("best_val_accuracy")} for m in members]
+                         "best_val_accuracy": m.summary.get("best_val_accuracy"),
+                         "stop_reason": m.summary.get("stop_reason")} for m in members]
     return base
 
 
