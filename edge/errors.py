@@ -32,12 +32,34 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     raise SystemExit(code)
 
 
+# the package's optional dependencies, by import name -> the extra that installs them (setup.cfg)
+EXTRA_OF = {**dict.fromkeys(("numpy", "ai_edge_litert", "sounddevice", "soundfile"), "edge"),
+            **dict.fromkeys(("tensorflow", "keras", "librosa", "pydub", "imageio_ffmpeg", "soxr", "matplotlib",
+                             "tflite", "threadpoolctl"), "train"),
+            "paho": "mqtt", "wyoming": "wyoming"}
+
+
+def missing_dependency(exc: ModuleNotFoundError) -> str | None:
+    """One line naming the missing package and its extra, if ``exc`` is about one of ours; else None."""
+    root = (exc.name or "").split(".")[0]
+    extra = EXTRA_OF.get(root)
+    if extra is None:
+        return None
+    return f"{root} is not installed and this command needs it: pip install -e '.[{extra}]' (or '.[all]')"
+
+
 def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> NoReturn:
-    """Run a CLI ``main``; turn AuricleError into one line + exit 2 and Ctrl-C into exit 130."""
+    """Run a CLI ``main``; turn AuricleError (and a missing optional dependency) into one line + exit 2 and
+    Ctrl-C into exit 130."""
     try:
         code = main(argv)
     except AuricleError as exc:
         fail(str(exc))
+    except ModuleNotFoundError as exc:
+        line = missing_dependency(exc)
+        if line is None:
+            raise
+        fail(line)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr, flush=True)
         raise SystemExit(130) from None

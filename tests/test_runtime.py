@@ -381,6 +381,29 @@ def test_read_audio_and_file_errors(tmp_path):
         FileSource(tmp_path / "missing.wav")
 
 
+# -- missing optional dependencies -------------------------------------------------------------------------
+def test_a_missing_optional_dependency_is_one_line_naming_its_extra(monkeypatch, capsys):
+    from edge.errors import run_cli
+
+    def needs_keras(argv):
+        import keras  # noqa: F401
+        return 0
+
+    monkeypatch.setitem(sys.modules, "keras", None)       # import keras -> ModuleNotFoundError(name="keras")
+    with pytest.raises(SystemExit) as e:
+        run_cli(needs_keras, [])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "keras is not installed" in err[0] and "pip install -e '.[train]'" in err[0], err
+
+    def has_a_bug(argv):
+        import auricle_no_such_module  # noqa: F401
+        return 0
+
+    with pytest.raises(ModuleNotFoundError):              # not one of ours: a bug keeps its traceback
+        run_cli(has_a_bug, [])
+
+
 # -- C-level stderr capture ------------------------------------------------------------------------------
 CAPTURE_RACE = textwrap.dedent("""
     import os, threading
