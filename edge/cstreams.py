@@ -8,6 +8,8 @@ block and hands back what was written there, so an error message can quote it.
 A file descriptor belongs to the whole process, so captures are serialised by one lock: two threads that
 loaded models at once (two Wyoming clients connecting together) would otherwise each save the other's
 temporary file as "the" stderr, and one of them would leave fd 2 pointing at a deleted file for good.
+The lock is re-entrant (a capture may nest in its own thread), so never ``await`` or ``yield`` inside a
+capture: two coroutines of one event-loop thread would not be kept apart by it.
 """
 from __future__ import annotations
 

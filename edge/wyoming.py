@@ -347,7 +347,8 @@ def _own_stderr() -> TextIO:
     """The server's log on a copy of fd 2: a model loading for one client holds fd 2 back (the TFLite
     runtime's chatter) while other clients' lines are still being logged."""
     try:
-        return os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1)
+        return os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1, encoding=sys.stderr.encoding,
+                         errors=sys.stderr.errors or "backslashreplace")
     except (OSError, ValueError, AttributeError):
         return sys.stderr
 
