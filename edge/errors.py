@@ -33,7 +33,7 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
 
 
 # the package's optional dependencies, by import name -> the extra that installs them (setup.cfg)
-EXTRA_OF = {**dict.fromkeys(("numpy", "ai_edge_litert", "sounddevice", "soundfile"), "edge"),
+EXTRA_OF = {**dict.fromkeys(("ai_edge_litert", "sounddevice", "soundfile"), "edge"),
             **dict.fromkeys(("tensorflow", "keras", "librosa", "pydub", "imageio_ffmpeg", "soxr", "matplotlib",
                              "tflite", "threadpoolctl"), "train"),
             "paho": "mqtt", "wyoming": "wyoming"}
@@ -41,10 +41,17 @@ EXTRA_OF = {**dict.fromkeys(("numpy", "ai_edge_litert", "sounddevice", "soundfil
 
 def missing_dependency(exc: ModuleNotFoundError) -> str | None:
     """One line naming the missing package and its extra, if ``exc`` is about one of ours; else None."""
+    import importlib.util
+
     root = (exc.name or "").split(".")[0]
     extra = EXTRA_OF.get(root)
     if extra is None:
         return None
+    try:
+        if exc.name != root and importlib.util.find_spec(root) is not None:
+            return None            # the package is there and lacks a submodule: a version mismatch, not this
+    except (ImportError, ValueError):
+        pass
     return f"{root} is not installed and this command needs it: pip install -e '.[{extra}]' (or '.[all]')"
 
 
