@@ -87,6 +87,7 @@ def test_the_run_folder_records_its_members_and_their_cost(members, ensemble):
     assert [m["run"] for m in tc["ensemble"]] == ["s1", "s2"]    # relative to the ensemble's parent folder
     assert [m["seed"] for m in tc["ensemble"]] == [1, 2] and "seed" not in tc
     assert [m["stop_reason"] for m in tc["ensemble"]] == [r["training"]["stop_reason"] for r in reps]
+    assert all(isinstance(m["stop_reason"], str) and m["stop_reason"] for m in tc["ensemble"])
     assert report["train_config"]["dropout"] == 0.0 and report["train_config"]["seed"] is None
     assert [m["seed"] for m in report["train_config"]["ensemble"]] == [1, 2]
 

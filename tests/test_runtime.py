@@ -403,6 +403,13 @@ def test_a_missing_optional_dependency_is_one_line_naming_its_extra(monkeypatch,
     with pytest.raises(ModuleNotFoundError):              # not one of ours: a bug keeps its traceback
         run_cli(has_a_bug, [])
 
+    def version_mismatch(argv):
+        import soundfile.auricle_no_such_submodule  # noqa: F401
+        return 0
+
+    with pytest.raises(ModuleNotFoundError):              # the package is there: not "install it"
+        run_cli(version_mismatch, [])
+
 
 # -- C-level stderr capture ------------------------------------------------------------------------------
 CAPTURE_RACE = textwrap.dedent("""
@@ -427,7 +434,8 @@ CAPTURE_RACE = textwrap.dedent("""
 
 
 def test_c_stderr_captures_in_two_threads_leave_fd_2_as_it_was():
-    r = subprocess.run([PY, "-c", CAPTURE_RACE], capture_output=True, text=True, cwd=REPO, timeout=60)
+    env = {k: v for k, v in os.environ.items() if k != "AURICLE_DEBUG"}      # debug lets everything through
+    r = subprocess.run([PY, "-c", CAPTURE_RACE], capture_output=True, text=True, cwd=REPO, timeout=60, env=env)
     assert r.returncode == 0, r.stderr
     assert "fd 2 is the real stderr again" in r.stderr
 

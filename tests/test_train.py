@@ -97,7 +97,7 @@ def test_tiny_run_trains_and_writes_every_artifact(tiny_data, tmp_path, network,
     # training accuracy reached 0.9, so it is checked for agreement with predict() below, not against chance
     hist = list(csv.DictReader(open(out / "history.csv")))
     loss = [float(r["loss"]) for r in hist]
-    assert min(loss[1:]) < loss[0], loss
+    assert sum(loss[-3:]) / 3 < 0.8 * loss[0], loss          # the last epochs, not one lucky batch
     assert max(float(r["accuracy"]) for r in hist) > 1 / len(CLASSES) + 0.1, hist
     assert set(report["test_metrics"]["per_class"]) == set(CLASSES)
     assert report["params"] > 0 and report["macs"] > 0 and report["training"]["train_seconds"] > 0
