@@ -43,7 +43,8 @@ class BundleFigures:
     def headline(self) -> str:
         """FA/h on all negative audio at the shipped point, and the FRR on the test-speaker stream."""
         fa, hours = self.combined()
-        return f"{fa / hours:.1f} @ {100 * self.held_out['false_reject_rate']:.1f} %"
+        frr = self.held_out.get("false_reject_rate")
+        return f"{fa / hours:.1f} @ " + ("-" if frr is None else f"{100 * frr:.1f} %")
 
 
 def load_figures(path: Path) -> list[BundleFigures]:

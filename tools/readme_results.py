@@ -33,10 +33,11 @@ def _fa_legend(figures) -> str:
     if not figures:
         return ""
     f = figures[0]
-    return (f" **FA/h @ FRR**: false accepts per hour on {f.combined()[1]:.2f} h of held-out audio without "
-            "keywords, at the bundle's shipped operating point, and the share of the "
+    return (f" **FA/h @ FRR**: false accepts per hour on {f.combined()[1]:.2f} h of audio without keywords "
+            "that no bundle was trained or tuned on (the held-out and other negatives of \"False accepts\" "
+            "below), at the bundle's shipped operating point, and the share of the "
             f"{f.held_out['positives']['truth_words']} test-speaker keywords it misses there (`python -m "
-            "benchmarks.false_accepts`; see \"False accepts\" below; - = not measured).")
+            "benchmarks.false_accepts`; - = not measured).")
 
 
 def bundles(root: Path = ROOT / "firmware_assets") -> list[Path]:
