@@ -167,6 +167,14 @@ def _export_float32(quantize: Any, keras_model: Any, dst: Path) -> None:
     write_bytes_atomic(dst, blob)
 
 
+def _shown(path: Path) -> str:
+    """``path`` relative to the working directory where it lies below it: notes that ship carry no machine path."""
+    try:
+        return Path(path).resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return str(path)
+
+
 def regenerate_float32(target: Target, cache: Path, notes: list[str], say: Say) -> Path | None:
     """The float32 model a bundle left out of git (``regenerable_files``), rebuilt from the run's Keras model
     and cached under ``cache`` by the Keras file's sha256."""
@@ -188,8 +196,8 @@ def regenerate_float32(target: Target, cache: Path, notes: list[str], say: Say) 
         _export_float32(quantize, target.keras_model, dst)
     same = sha256_file(dst) == reg.get("sha256")
     notes.append(f"{target.bundle.name}: {F32_FILE} is not in the bundle (regenerable_files); regenerated from "
-                 f"{target.run_dir}/model.keras into {dst.parent} (sha256 {'matches' if same else 'differs from'}"
-                 " the manifest's)")
+                 f"{_shown(target.run_dir)}/model.keras into {_shown(dst.parent)} (sha256 "
+                 f"{'matches' if same else 'differs from'} the manifest's)")
     return dst
 
 
