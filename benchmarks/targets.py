@@ -168,9 +168,10 @@ def _export_float32(quantize: Any, keras_model: Any, dst: Path) -> None:
 
 
 def _shown(path: Path) -> str:
-    """``path`` relative to the working directory where it lies below it: notes that ship carry no machine path."""
+    """``path`` relative to the repository (as manifests store paths) where it lies in it: the notes ship in
+    RESULTS.md and must carry no machine path, whatever folder the benchmark ran from."""
     try:
-        return Path(path).resolve().relative_to(Path.cwd().resolve()).as_posix()
+        return Path(path).resolve().relative_to(repo_root().resolve()).as_posix()
     except ValueError:
         return str(path)
 
