@@ -8,14 +8,23 @@ server runs the same :class:`edge.StreamingDetector` as ``edge.listen`` and answ
 * ``detect`` (optional) -> only the named wake words are reported from then on (unknown names: an ``error``).
 * ``audio-start`` / ``audio-chunk`` ... / ``audio-stop`` -> a ``detection`` (name, timestamp in ms of the
   stream: the audio-start timestamp plus the event time) for every event, and ``not-detected`` at the stop
-  when the stream had none. Any rate the model can use (its own or higher: resampled as the microphone path
-  is), 8/16/24/32-bit PCM, any number of channels (averaged to mono). A rate below the model's, or a chunk
+  when the stream had none. Any standard rate the model can use (its own or higher: resampled as the
+  microphone path is), 8/16/24/32-bit PCM, 1-8 channels (averaged to mono). A rate below the model's, or a chunk
   whose format differs from its stream's, gets an ``error`` event (code ``audio-format``) and is not used.
   A chunk with no ``audio-start`` before it starts a stream in its own format.
 
-Every connection has its own detectors (one per bundle), so several clients at once get independent
-results; the inference of each chunk runs in a worker thread so that one busy client does not stall the
-others. The ``wyoming`` package (the ``wyoming`` extra) is imported only by this module.
+Every streaming connection has its own detectors (one per bundle, built at its first audio and returned to
+a shared pool when it closes), so several clients at once get independent results; the inference runs in a
+worker thread so that one busy client does not stall the others. The ``wyoming`` package (the ``wyoming``
+extra) is imported only by this module.
+
+Hostile or broken clients (see :mod:`edge.wyoming_wire`): every length an event announces is checked
+before it is read (an audio-chunk carries at most ``chunk_seconds`` of its own format), an event must arrive
+within ``event_seconds`` of its first byte, a silent connection is closed after ``--idle-timeout``, at most
+``--max-clients`` connections are served (the rest get an ``error`` event, code ``busy``), only the usual
+rates (8-48 kHz families) are accepted, and each bad event costs one short, escaped log line and an
+``error`` event. A connection that ends without ``audio-stop`` still has its stream counted. There is no
+authentication: see ``EXPOSURE``.
 """
 from __future__ import annotations
 
@@ -29,6 +38,8 @@ import sys
 from typing import Any, Mapping, Sequence, TextIO
 
 from edge.errors import AuricleError, run_cli
+from edge.wyoming_wire import (EXPOSURE, LOG_LIMIT, AudioStream, ServerLimits, WireError, audio_format_error, clean,
+                               reach, read_event)
 
 # One BLAS thread (see edge.listen): only effective before numpy is first imported; a user setting wins.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -43,6 +54,7 @@ _INSTALL_HINT = "install it: `pip install 'wyoming>=1.5'` (or `pip install -e '.
 try:   # the `wyoming` extra; without it the module still imports and main() says what to install
     from wyoming.audio import AudioChunk, AudioStart, AudioStop
     from wyoming.error import Error
+    from wyoming.event import Event
     from wyoming.info import Attribution, Describe, Info, WakeModel, WakeProgram
     from wyoming.server import AsyncEventHandler as _HandlerBase
     from wyoming.server import AsyncServer
@@ -101,28 +113,45 @@ def build_info(bundles: Sequence[Any], words: Sequence[WakeWord]) -> Any:
 
 
 class WakeService:
-    """What all connections share: the loaded bundles, the detector settings, and running totals."""
+    """What all connections share: the loaded bundles, the detector settings, the limits, a pool of idle
+    detectors (so memory is bounded by the clients streaming at once, not by connections made), and totals."""
 
     def __init__(self, bundles: Sequence[Any], detector_kwargs: Mapping[str, Any] | None = None, *,
-                 log: TextIO | None = None) -> None:
+                 log: TextIO | None = None, limits: ServerLimits | None = None) -> None:
         self.bundles = tuple(bundles)
         self.detector_kwargs = dict(detector_kwargs or {})
+        self.limits = limits or ServerLimits()
         self.words = wake_words(self.bundles)
         self.info = build_info(self.bundles, self.words)
         self.min_rate = max(b.feature_config.sample_rate for b in self.bundles)
         self.description = ""          # the detector settings in effect, for the log
         self._log_stream = log
-        self.connections = self.streams = self.detections = 0
+        self._idle: list[list[Any]] = []   # detector sets of connections that have gone, for reuse
+        self.active = 0                    # connections being served now
+        self.connections = self.refused = self.streams = self.detections = 0
         self.audio_seconds = 0.0
 
     def log(self, message: str) -> None:
-        print(f"wyoming: {message}", file=self._log_stream or sys.stderr, flush=True)
+        print(f"wyoming: {clean(message, LOG_LIMIT)}", file=self._log_stream or sys.stderr, flush=True)
 
     def make_detectors(self, sample_rate: int) -> list[Any]:
-        """One fresh detector per bundle (own interpreter and stream state) for one connection."""
+        """One fresh detector per bundle (own interpreter and stream state)."""
         from edge import StreamingDetector
 
         return [StreamingDetector(b, sample_rate=sample_rate, **self.detector_kwargs) for b in self.bundles]
+
+    def take_detectors(self, sample_rate: int) -> list[Any]:
+        """A detector set for a new stream: an idle one reset to ``sample_rate``, else a fresh one."""
+        if self._idle:
+            detectors = self._idle.pop()
+            for det in detectors:
+                det.reset(sample_rate=sample_rate)
+            return detectors
+        return self.make_detectors(sample_rate)
+
+    def return_detectors(self, detectors: list[Any] | None) -> None:
+        if detectors and len(self._idle) < self.limits.max_clients:
+            self._idle.append(detectors)
 
     def word_for(self, bundle: int, label: str) -> WakeWord | None:
         for w in self.words:
@@ -130,60 +159,77 @@ class WakeService:
                 return w
         return None
 
-    def format_error(self, rate: int, width: int, channels: int) -> str | None:
+    def format_error(self, rate: Any, width: Any, channels: Any) -> str | None:
         """Why a stream format cannot be used, or ``None``."""
-        if width not in (1, 2, 3, 4):
-            return f"audio width {width} bytes is not supported; send 8, 16, 24 or 32-bit PCM (width 1-4)"
-        if channels < 1:
-            return f"audio with {channels} channels cannot be used; send 1 or more channels"
-        if rate < self.min_rate:
-            return (f"audio rate {rate} Hz is below the model's {self.min_rate} Hz; send {self.min_rate} Hz or "
-                    "more (higher rates are resampled)")
-        return None
+        return audio_format_error(rate, width, channels, self.min_rate)
 
-
-@dataclasses.dataclass
-class _Stream:
-    rate: int
-    width: int
-    channels: int
-    base_ms: int                       # the audio-start timestamp: detection timestamps count from it
-    usable: bool = True
-    detections: int = 0
-    samples: int = 0
-    leftover: bytes = b""              # a partial frame carried to the next chunk
-    warned: bool = False
-
-    def decode(self, audio: bytes) -> Any:
-        from edge.pcm import pcm_bytes_to_float32
-
-        frame = self.width * self.channels
-        data = self.leftover + audio
-        whole = len(data) - len(data) % frame
-        self.leftover = data[whole:]
-        x = pcm_bytes_to_float32(data[:whole], self.width, self.channels)
-        self.samples += x.shape[0]
-        return x
+    def payload_limit(self, event_type: str, data: Mapping[str, Any]) -> tuple[int, str]:
+        """The largest payload an event may announce: an audio-chunk, ``chunk_seconds`` of its own format."""
+        if not AudioChunk.is_type(event_type):
+            return self.limits.max_other_payload, ""
+        rate, width, channels = (data.get(k) for k in ("rate", "width", "channels"))
+        if self.format_error(rate, width, channels) is not None:
+            return self.limits.max_other_payload, "an audio-chunk of an unusable format"
+        seconds = self.limits.chunk_seconds
+        return (int(seconds * rate) * width * channels,
+                f"at most {seconds:g} s of {rate} Hz/{width * 8}-bit/{channels} ch audio per chunk")
 
 
 class DetectionHandler(_HandlerBase):
-    """One client connection: its own detectors, its own stream state."""
+    """One client connection: its own stream state; a detector set while it streams."""
 
     def __init__(self, reader: Any, writer: Any, *, service: WakeService) -> None:
         super().__init__(reader, writer)
         self.service = service
         self.detectors: list[Any] | None = None
         self.names: set[str] | None = None
-        self.stream: _Stream | None = None
+        self.stream: AudioStream | None = None
         peer = writer.get_extra_info("peername")
-        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else "client"
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else "client"
         service.connections += 1
 
     async def run(self) -> None:
+        svc = self.service
+        if svc.active >= svc.limits.max_clients:
+            svc.refused += 1
+            await self._close_with(f"server busy: {svc.active} clients connected (--max-clients "
+                                   f"{svc.limits.max_clients}); try again later", "busy")
+            return
+        svc.active += 1
         try:
-            await super().run()
-        except (ConnectionError, asyncio.IncompleteReadError):     # reset while reading
+            await self._serve()
+        finally:
+            svc.active -= 1
+            self._end_stream("connection closed without audio-stop")
+            svc.return_detectors(self.detectors)
+            self.detectors = None
+            self.writer.close()
+
+    async def _serve(self) -> None:
+        limits = self.service.limits
+        try:
+            while True:
+                event = await read_event(self.reader, limits, Event, self.service.payload_limit)
+                if event is None or not await self.handle_event(event):
+                    return
+        except WireError as exc:
+            await self._close_with(str(exc), exc.code)
+        except (ConnectionError, asyncio.IncompleteReadError):     # reset, or gone in the middle of an event
             self.service.log(f"{self.peer}: connection lost")
+        except Exception as exc:          # a bug must not take the server (or other clients) down
+            await self._close_with(f"internal error: {type(exc).__name__}: {exc}", "internal")
+
+    async def _close_with(self, text: str, code: str) -> None:
+        with contextlib.suppress(Exception):
+            await self._error(text, code)
+        self.writer.close()
+
+    async def write_event(self, event: Any) -> None:
+        """Send one event; a client that does not read its answers is dropped after ``event_seconds``."""
+        try:
+            await asyncio.wait_for(super().write_event(event), self.service.limits.event_seconds)
+        except asyncio.TimeoutError:
+            raise ConnectionError("the client does not read its answers") from None
 
     async def handle_event(self, event: Any) -> bool:
         try:
@@ -191,11 +237,8 @@ class DetectionHandler(_HandlerBase):
         except (ConnectionError, asyncio.IncompleteReadError):
             self.service.log(f"{self.peer}: the client went away")
             return False
-        except Exception as exc:          # a bug must not take the server (or other clients) down
-            self.service.log(f"{self.peer}: internal error on {event.type}: {type(exc).__name__}: {exc}")
-            with contextlib.suppress(Exception):
-                await self.write_event(Error(text=f"internal error: {type(exc).__name__}: {exc}",
-                                             code="internal").event())
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:     # fields missing or of a wrong type
+            await self._error(f"{event.type} is malformed ({type(exc).__name__}: {exc})", "bad-event")
             return False
         return True
 
@@ -203,65 +246,83 @@ class DetectionHandler(_HandlerBase):
         if Describe.is_type(event.type):
             await self.write_event(self.service.info.event())
         elif Detect.is_type(event.type):
-            await self._select(Detect.from_event(event).names)
+            await self._select(event.data.get("names"))
         elif AudioStart.is_type(event.type):
-            start = AudioStart.from_event(event)
-            await self._start(start.rate, start.width, start.channels, start.timestamp)
+            d = event.data
+            await self._start(d["rate"], d["width"], d["channels"], d.get("timestamp"))
         elif AudioChunk.is_type(event.type):
-            await self._chunk(AudioChunk.from_event(event))
+            d = event.data
+            await self._chunk(d["rate"], d["width"], d["channels"], d.get("timestamp"), event.payload or b"")
         elif AudioStop.is_type(event.type):
             await self._stop()
 
     async def _error(self, text: str, code: str) -> None:
         self.service.log(f"{self.peer}: {text}")
-        await self.write_event(Error(text=text, code=code).event())
+        await self.write_event(Error(text=clean(text, LOG_LIMIT), code=code).event())
 
-    async def _select(self, names: Sequence[str] | None) -> None:
+    async def _select(self, names: Any) -> None:
         if not names:
             self.names = None
+            return
+        limit = self.service.limits.max_names
+        if not isinstance(names, list) or len(names) > limit or not all(isinstance(n, str) for n in names):
+            count = len(names) if isinstance(names, list) else 1
+            await self._error(f"detect needs a list of at most {limit} wake word names (got {count} "
+                              "item(s)); the selection is unchanged", "bad-event")
             return
         known = {w.name for w in self.service.words}
         unknown = [n for n in names if n not in known]
         self.names = {n for n in names if n in known}
         if unknown:
-            await self._error(f"unknown wake word(s) {', '.join(unknown)}; this server has "
-                              f"{', '.join(sorted(known))}", "unknown-wake-word")
+            shown = ", ".join(clean(n, 40) for n in unknown[:5]) + (f" (+{len(unknown) - 5} more)"
+                                                                    if len(unknown) > 5 else "")
+            await self._error(f"unknown wake word(s) {shown}; this server has {', '.join(sorted(known))}",
+                              "unknown-wake-word")
 
-    async def _start(self, rate: int, width: int, channels: int, timestamp: int | None) -> None:
-        self.stream = _Stream(rate=int(rate), width=int(width), channels=int(channels),
-                              base_ms=int(timestamp or 0))
-        problem = self.service.format_error(self.stream.rate, self.stream.width, self.stream.channels)
-        if problem is None:
-            try:
-                await asyncio.to_thread(self._prepare, self.stream.rate)
-            except AuricleError as exc:
-                problem = str(exc)
+    async def _start(self, rate: Any, width: Any, channels: Any, timestamp: Any) -> None:
+        self._end_stream("audio-start without audio-stop")
+        problem = self.service.format_error(rate, width, channels)
+        base = timestamp if isinstance(timestamp, int) and not isinstance(timestamp, bool) else 0
+        self.stream = AudioStream(rate=rate, width=width, channels=channels, base_ms=base) if problem is None \
+            else AudioStream(rate=0, width=1, channels=1, base_ms=0, usable=False)
         if problem is not None:
-            self.stream.usable = False
             await self._error(problem, "audio-format")
 
-    def _prepare(self, rate: int) -> None:
-        if self.detectors is None:
-            self.detectors = self.service.make_detectors(rate)
-        else:
-            for det in self.detectors:
-                det.reset(sample_rate=rate)
+    async def _prepare(self, s: AudioStream) -> bool:
+        """The connection's detectors, ready for stream ``s`` (built only once audio arrives)."""
+        try:
+            if self.detectors is None:
+                self.detectors = await asyncio.to_thread(self.service.take_detectors, s.rate)
+            else:
+                await asyncio.to_thread(lambda: [det.reset(sample_rate=s.rate) for det in self.detectors])
+        except AuricleError as exc:
+            s.usable = False
+            await self._error(str(exc), "audio-format")
+            return False
+        s.prepared = True
+        return True
 
-    async def _chunk(self, chunk: Any) -> None:
+    async def _chunk(self, rate: Any, width: Any, channels: Any, timestamp: Any, audio: bytes) -> None:
         if self.stream is None:                     # no audio-start: this chunk's format starts a stream
-            await self._start(chunk.rate, chunk.width, chunk.channels, chunk.timestamp)
+            await self._start(rate, width, channels, timestamp)
         s = self.stream
         if not s.usable:
             return
-        if (chunk.rate, chunk.width, chunk.channels) != (s.rate, s.width, s.channels):
+        if (rate, width, channels) != (s.rate, s.width, s.channels):
             if not s.warned:
                 s.warned = True
-                await self._error(f"audio-chunk format {chunk.rate} Hz/{chunk.width} bytes/{chunk.channels} "
-                                  f"ch differs from its stream's {s.rate} Hz/{s.width} bytes/{s.channels} ch;"
-                                  " such chunks are ignored -- send audio-stop and a new audio-start to "
-                                  "change the format", "audio-format")
+                await self._error(f"audio-chunk format {clean(rate, 20)} Hz/{clean(width, 20)} bytes/"
+                                  f"{clean(channels, 20)} ch differs from its stream's {s.rate} Hz/{s.width} "
+                                  f"bytes/{s.channels} ch; such chunks are ignored -- send audio-stop and a new "
+                                  "audio-start to change the format", "audio-format")
             return
-        found = await asyncio.to_thread(self._push, s.decode(chunk.audio))
+        if audio:
+            await self._run(s, s.take(audio))
+
+    async def _run(self, s: AudioStream, samples: Any) -> None:
+        if samples is None or (not s.prepared and not await self._prepare(s)):
+            return
+        found = await asyncio.to_thread(self._push, samples)
         for name, t in found:
             if self.names is None or name in self.names:
                 s.detections += 1
@@ -280,15 +341,23 @@ class DetectionHandler(_HandlerBase):
         return found
 
     async def _stop(self) -> None:
-        s, self.stream = self.stream, None
+        s = self.stream
+        if s is not None and s.usable:
+            await self._run(s, s.take(b"", flush=True))
         if s is None or s.detections == 0:
             await self.write_event(NotDetected().event())
-        if s is not None:
-            seconds = s.samples / s.rate if s.rate else 0.0
-            self.service.streams += 1
-            self.service.audio_seconds += seconds
-            self.service.log(f"{self.peer}: stream of {seconds:.1f} s at {s.rate} Hz, {s.width * 8}-bit, "
-                             f"{s.channels} ch: {s.detections} detections")
+        self._end_stream("")
+
+    def _end_stream(self, how: str) -> None:
+        """Count the current stream (an audio-stop, or the connection or a new audio-start ending it)."""
+        s, self.stream = self.stream, None
+        if s is None or not s.usable:
+            return
+        seconds = s.samples / s.rate
+        self.service.streams += 1
+        self.service.audio_seconds += seconds
+        self.service.log(f"{self.peer}: stream of {seconds:.1f} s at {s.rate} Hz, {s.width * 8}-bit, "
+                         f"{s.channels} ch: {s.detections} detections" + (f" ({how})" if how else ""))
 
 
 def _bound_uri(server: Any, uri: str) -> str:
@@ -333,6 +402,8 @@ async def serve(uri: str, service: WakeService, *, ready: Any = None) -> None:
         service.log(f"detector: {service.description}")
     service.log(f"serving {len(service.words)} wake words ({names}) from "
                 f"{', '.join(b.name for b in service.bundles)} on {_bound_uri(server, uri)}")
+    service.log(f"no authentication: {reach(_bound_uri(server, uri))}; "
+                f"at most {service.limits.max_clients} clients at once")
     if ready is not None:
         ready(_bound_uri(server, uri))
     try:
@@ -358,18 +429,39 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="python -m edge.wyoming", conflict_handler="resolve",
                                 description="Wyoming wake-word server: Home Assistant's voice pipeline (or any "
-                                            "Wyoming client) streams audio, auricle answers with detections.")
+                                            "Wyoming client) streams audio, auricle answers with detections. "
+                                            + EXPOSURE)
     add_detector_arguments(p)
     p.add_argument("--bundle", "--model", dest="bundles", action="extend", nargs="+", metavar="BUNDLE",
                    help="model bundle folder(s) to serve (default: the shipped bundle, or $AURICLE_BUNDLE); "
                         "repeatable")
     p.add_argument("--uri", default=DEFAULT_URI, help=f"where to listen: tcp://HOST:PORT, unix://PATH or stdio:// "
-                   f"(default {DEFAULT_URI})")
+                   f"(default {DEFAULT_URI}: every interface, no authentication; see above)")
+    d = ServerLimits()
+    p.add_argument("--max-clients", type=int, default=d.max_clients, metavar="N",
+                   help=f"connections served at once; more are refused with an error event (default "
+                        f"{d.max_clients})")
+    p.add_argument("--idle-timeout", type=float, default=d.idle_seconds, metavar="SECONDS",
+                   help=f"close a connection that sends no event for this long (default {d.idle_seconds:g})")
+    p.add_argument("--event-timeout", type=float, default=d.event_seconds, metavar="SECONDS",
+                   help=f"close a connection whose event is not complete this long after its first byte "
+                        f"(default {d.event_seconds:g})")
     return p
+
+
+def limits_from_args(args: argparse.Namespace) -> ServerLimits:
+    if args.max_clients < 1:
+        raise AuricleError(f"--max-clients {args.max_clients} must be 1 or more")
+    for flag, value in (("--idle-timeout", args.idle_timeout), ("--event-timeout", args.event_timeout)):
+        if not 0 < value < 1e6:
+            raise AuricleError(f"{flag} {value:g} must be more than 0 seconds (and under 10^6)")
+    return ServerLimits(max_clients=args.max_clients, idle_seconds=args.idle_timeout,
+                        event_seconds=args.event_timeout)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    limits = limits_from_args(args)
     import_wyoming()
     server_for(args.uri)                                  # a bad URI fails before any model is loaded
     from edge import load_bundle
@@ -381,14 +473,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                            "--model once")
     kwargs = {"hop": args.hop, "threshold": args.threshold, "smooth": args.smooth, "min_gap": args.min_gap,
               "num_threads": args.threads, "coral": args.coral}
-    service = WakeService(bundles, kwargs, log=_own_stderr())
+    service = WakeService(bundles, kwargs, log=_own_stderr(), limits=limits)
     if not service.words:
         raise AuricleError("the bundle(s) have no reportable labels (all are background); nothing to serve")
     probe = service.make_detectors(service.min_rate)     # fail now, not per client, on bad settings or models
     service.description = "; ".join(det.describe() for det in probe)
     del probe
     asyncio.run(serve(args.uri, service))
-    service.log(f"stopped: {service.connections} connections, {service.streams} streams, "
+    service.log(f"stopped: {service.connections} connections ({service.refused} refused: busy), "
+                f"{service.streams} streams, "
                 f"{service.audio_seconds:.1f} s of audio, {service.detections} detections")
     return 0
 

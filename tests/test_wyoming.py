@@ -81,7 +81,7 @@ def server():
     rest = p.stderr.read()
     assert p.wait(30) == 0, rest
     assert "wyoming: stopped:" in rest and "Traceback" not in rest
-    streams = int(re.search(r"stopped: \d+ connections, (\d+) streams", rest).group(1))
+    streams = int(re.search(r"stopped: \d+ connections \(\d+ refused: busy\), (\d+) streams", rest).group(1))
     assert streams > 0 and rest.count(": stream of ") == streams, rest     # no log line lost to a capture
 
 
