@@ -16,7 +16,10 @@ the host name, lower-cased, other characters than ``a-z 0-9 _ -`` replaced by ``
                                     event types are the bundle's reportable (non-background) labels
 
 Discovery and "online" are sent on every (re)connect -- a broker restarted without persistence has lost
-them -- and again whenever Home Assistant announces itself ("online" on ``homeassistant/status``).
+them -- and again whenever Home Assistant announces itself ("online" on ``homeassistant/status``). After
+each announcement, events are held for ``--mqtt-discovery-wait`` s (default ``DISCOVERY_WAIT``): Home
+Assistant creates the entity and subscribes to its event topic only after it has read the discovery
+config, and an event published before that (QoS 1 but not retained) would be lost to it.
 
 A broker that goes away never stops listening: paho reconnects in its own thread with exponential backoff
 (``RECONNECT_MIN`` s doubling up to ``RECONNECT_MAX`` s) while events wait in a bounded queue
@@ -26,188 +29,22 @@ as undelivered. The counts go into listen's summary under ``"mqtt"``.
 """
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import json
 import os
-import re
-import socket
+import ssl
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any, Sequence, TextIO
 
 from edge.errors import AuricleError
+from edge.mqtt_config import (DEFAULT_DISCOVERY_PREFIX, DEFAULT_PORT, DEFAULT_QUEUE, DEFAULT_TLS_PORT,  # noqa: F401
+                              DEFAULT_TOPIC, OFFLINE, ONLINE, MqttConfig, add_mqtt_arguments, device_id,
+                              mqtt_config_from_args, parse_broker)
+from edge.mqtt_config import _CONTROL_HEADROOM, _INSTALL_HINT
 
 __all__ = ["MqttConfig", "MqttPublisher", "add_mqtt_arguments", "mqtt_config_from_args", "parse_broker",
            "device_id", "discovery_config", "event_payload", "open_publisher", "import_paho"]
-
-DEFAULT_PORT = 1883
-DEFAULT_TLS_PORT = 8883
-DEFAULT_TOPIC = "auricle"
-DEFAULT_DISCOVERY_PREFIX = "homeassistant"
-DEFAULT_QUEUE = 100            # events held while the broker is away
-RECONNECT_MIN = 1              # seconds before the first reconnect attempt; doubles each failure ...
-RECONNECT_MAX = 30             # ... up to this
-CONNECT_TIMEOUT = 10.0         # seconds for the first connection (TCP + CONNACK)
-FLUSH_SECONDS = 5.0            # on exit, how long unacknowledged events may take to be delivered
-KEEPALIVE = 30
-ONLINE, OFFLINE = "online", "offline"
-_CONTROL_HEADROOM = 16         # paho's own queue bound = event queue + room for discovery/availability
-_INSTALL_HINT = "install it: `pip install 'paho-mqtt>=2'` (or `pip install -e '.[mqtt]'`)"
-
-
-@dataclasses.dataclass(frozen=True)
-class MqttConfig:
-    host: str
-    port: int
-    username: str | None = None
-    password: str | None = dataclasses.field(default=None, repr=False)
-    tls: bool = False
-    ca_file: str | None = None
-    topic_prefix: str = DEFAULT_TOPIC
-    discovery_prefix: str = DEFAULT_DISCOVERY_PREFIX
-    device_name: str = "auricle"
-    queue_limit: int = DEFAULT_QUEUE
-    keepalive: int = KEEPALIVE
-    connect_timeout: float = CONNECT_TIMEOUT
-    flush_seconds: float = FLUSH_SECONDS
-    reconnect_min: float = RECONNECT_MIN
-    reconnect_max: float = RECONNECT_MAX
-
-    @property
-    def device_id(self) -> str:
-        return device_id(self.device_name)
-
-    @property
-    def event_topic(self) -> str:
-        return f"{self.topic_prefix}/{self.device_id}/event"
-
-    @property
-    def availability_topic(self) -> str:
-        return f"{self.topic_prefix}/{self.device_id}/availability"
-
-    @property
-    def discovery_topic(self) -> str:
-        return f"{self.discovery_prefix}/event/{self.device_id}/sound/config"
-
-    @property
-    def status_topic(self) -> str:
-        """Where Home Assistant announces itself ("online" after it starts)."""
-        return f"{self.discovery_prefix}/status"
-
-    @property
-    def address(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port}"
-
-
-# -- options ----------------------------------------------------------------------------------------
-def add_mqtt_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``--mqtt*`` and ``--device-name`` options (validated later by :func:`mqtt_config_from_args`)."""
-    g = parser.add_argument_group("MQTT / Home Assistant (needs paho-mqtt: pip install -e '.[mqtt]')")
-    g.add_argument("--mqtt", metavar="HOST[:PORT]", help=f"publish events to this MQTT broker (port default "
-                   f"{DEFAULT_PORT}, {DEFAULT_TLS_PORT} with --mqtt-tls), with Home Assistant discovery")
-    g.add_argument("--mqtt-user", metavar="USER", help="broker user name")
-    g.add_argument("--mqtt-password", metavar="PASSWORD",
-                   help="broker password (visible to other local users in `ps`; prefer --mqtt-password-file)")
-    g.add_argument("--mqtt-password-file", metavar="FILE", help="read the broker password from FILE")
-    g.add_argument("--mqtt-tls", action="store_true", help="connect with TLS (system CA certificates)")
-    g.add_argument("--mqtt-ca", metavar="FILE", help="CA certificate(s) for TLS (implies --mqtt-tls)")
-    g.add_argument("--mqtt-topic", metavar="PREFIX", default=DEFAULT_TOPIC,
-                   help=f"topic prefix: events on PREFIX/DEVICE/event (default {DEFAULT_TOPIC})")
-    g.add_argument("--mqtt-discovery-prefix", metavar="PREFIX", default=DEFAULT_DISCOVERY_PREFIX,
-                   help=f"Home Assistant discovery prefix (default {DEFAULT_DISCOVERY_PREFIX})")
-    g.add_argument("--mqtt-queue", metavar="N", default=str(DEFAULT_QUEUE),
-                   help=f"events held while the broker is away; beyond that new events are dropped and "
-                        f"counted (default {DEFAULT_QUEUE})")
-    g.add_argument("--device-name", metavar="NAME", help="device name in topics and in Home Assistant "
-                   "(default: the host name)")
-
-
-def parse_broker(text: str) -> tuple[str, int | None, bool]:
-    """``HOST``, ``HOST:PORT``, ``[IPv6]:PORT``, or an ``mqtt://`` / ``mqtts://`` URL -> (host, port, tls)."""
-    s = text.strip()
-    tls = False
-    m = re.match(r"^(mqtts?)://", s, re.IGNORECASE)
-    if m:
-        tls = m.group(1).lower() == "mqtts"
-        s = s[m.end():].rstrip("/")
-    port_text = None
-    if s.startswith("["):
-        host, sep, rest = s[1:].partition("]")
-        if not sep or (rest and not rest.startswith(":")):
-            raise AuricleError(f"--mqtt {text!r} is not HOST[:PORT]; write an IPv6 address as [ADDR]:PORT")
-        port_text = rest[1:] if rest else None
-    elif s.count(":") == 1:
-        host, port_text = s.split(":")
-    else:
-        host = s                                   # a name, an IPv4 address, or a bare IPv6 address
-    if not host or any(c.isspace() or c in "/@" for c in host):
-        raise AuricleError(f"--mqtt {text!r} is not HOST[:PORT]; e.g. --mqtt 192.168.1.10:1883")
-    port = None
-    if port_text is not None:
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-            raise AuricleError(f"--mqtt {text!r}: port {port_text!r} must be a number from 1 to 65535")
-        port = int(port_text)
-    return host, port, tls
-
-
-def device_id(name: str) -> str:
-    """A topic- and entity-id-safe form of a device name: ``Kitchen Pi`` -> ``kitchen_pi``."""
-    slug = re.sub(r"[^a-z0-9_-]+", "_", name.strip().lower()).strip("_")
-    return slug or "auricle"
-
-
-def _check_prefix(option: str, prefix: str) -> str:
-    p = prefix.strip().strip("/")
-    if not p or any(c in p for c in "+#\0") or "//" in p:
-        raise AuricleError(f"{option} {prefix!r} must be a topic prefix without +, # or empty levels, "
-                           f"e.g. {DEFAULT_TOPIC}")
-    return p
-
-
-def _read_password(path: str) -> str:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise AuricleError(f"--mqtt-password-file {path}: cannot read it ({exc.__class__.__name__}: "
-                           f"{getattr(exc, 'strerror', None) or exc}); give a readable text file") from None
-    password = text.rstrip("\r\n")
-    if not password:
-        raise AuricleError(f"--mqtt-password-file {path} is empty; put the password on its first line")
-    return password
-
-
-def mqtt_config_from_args(args: argparse.Namespace) -> MqttConfig | None:
-    """Validate the options of :func:`add_mqtt_arguments`; ``None`` when ``--mqtt`` was not given."""
-    if not args.mqtt:
-        given = [flag for flag, value in (("--mqtt-user", args.mqtt_user), ("--mqtt-password", args.mqtt_password),
-                                          ("--mqtt-password-file", args.mqtt_password_file),
-                                          ("--mqtt-tls", args.mqtt_tls), ("--mqtt-ca", args.mqtt_ca)) if value]
-        if given:
-            raise AuricleError(f"{given[0]} needs --mqtt HOST[:PORT] (the broker to publish to)")
-        return None
-    host, port, url_tls = parse_broker(args.mqtt)
-    if args.mqtt_password and args.mqtt_password_file:
-        raise AuricleError("give either --mqtt-password or --mqtt-password-file, not both")
-    password = _read_password(args.mqtt_password_file) if args.mqtt_password_file else args.mqtt_password
-    if password and not args.mqtt_user:
-        raise AuricleError("a broker password needs a user name too: add --mqtt-user USER")
-    if args.mqtt_ca and not Path(args.mqtt_ca).is_file():
-        raise AuricleError(f"--mqtt-ca {args.mqtt_ca} does not exist; give the CA certificate file (PEM)")
-    tls = bool(args.mqtt_tls or args.mqtt_ca or url_tls)
-    queue = str(args.mqtt_queue)
-    if not queue.isdigit() or int(queue) < 1:
-        raise AuricleError(f"--mqtt-queue {args.mqtt_queue!r} must be a whole number of events >= 1")
-    name = (args.device_name or socket.gethostname() or "auricle").strip()
-    return MqttConfig(host=host, port=port or (DEFAULT_TLS_PORT if tls else DEFAULT_PORT),
-                      username=args.mqtt_user or None, password=password or None, tls=tls, ca_file=args.mqtt_ca,
-                      topic_prefix=_check_prefix("--mqtt-topic", args.mqtt_topic),
-                      discovery_prefix=_check_prefix("--mqtt-discovery-prefix", args.mqtt_discovery_prefix),
-                      device_name=name or "auricle", queue_limit=int(queue))
-
 
 # -- messages -------------------------------------------------------------------------------------------
 def _version() -> str:
@@ -269,7 +106,10 @@ class MqttPublisher:
     """One MQTT connection: discovery + availability on every connect, events with QoS 1, bounded queue.
 
     :meth:`publish_event` and :meth:`close` are called from one thread (the listening worker); paho's
-    network loop runs in its own thread and only touches the connection flags and the acknowledgement set.
+    network loop runs in its own thread and only touches the connection flags, the acknowledgement set and
+    the hold deadline. Events are held back for ``discovery_wait`` s after each discovery announcement (a
+    timer thread then sends them, in order, under ``_send_lock``), so that an entity Home Assistant creates
+    from that announcement is subscribed before its first event: nothing is lost on a first-ever run.
     """
 
     def __init__(self, cfg: MqttConfig, *, bundle_name: str, labels: Sequence[str],
@@ -289,6 +129,10 @@ class MqttPublisher:
         self._acked: set[int] = set()          # lock while it calls on_publish)
         self._pending: list[int] = []          # message ids of events not yet acknowledged, oldest first
         self._dropping = False
+        self._send_lock = threading.RLock()    # the held list and the pending list; never taken in paho's thread
+        self._held: list[str] = []             # event payloads waiting for the discovery hold to end
+        self._hold_until = 0.0                 # time.monotonic() when the hold ends (set in paho's thread)
+        self._tcp_open = False                 # the TCP (and TLS) connection was made, for the error message
         self.events = self.published = self.dropped = self.queued_offline = 0
         self.connects = self.disconnects = 0
 
@@ -330,20 +174,19 @@ class MqttPublisher:
         try:
             client.connect(cfg.host, cfg.port, keepalive=cfg.keepalive)
         except (OSError, ValueError) as exc:     # refused, unknown host, timeout, TLS handshake (ssl.SSLError)
-            detail = " ".join(str(exc).split()) or type(exc).__name__
-            raise AuricleError(f"cannot reach the MQTT broker at {cfg.address} ({detail}); check --mqtt "
-                               "HOST[:PORT] and that the broker is running") from None
+            raise AuricleError(_connect_error(cfg, exc)) from None
         self._client = client
         client.loop_start()
         answered = self._first_answer.wait(cfg.connect_timeout)
-        if self._refused or not answered:
+        refused = self._refused                  # read before stopping: stopping calls on_disconnect
+        if refused or not answered:
+            self._closing = True
             self._stop_client()
-            if self._refused:
-                raise AuricleError(f"the MQTT broker at {cfg.address} refused the connection ({self._refused});"
-                                   " check --mqtt-user, --mqtt-password/--mqtt-password-file and --mqtt-tls")
-            raise AuricleError(f"the MQTT broker at {cfg.address} did not answer within "
-                               f"{cfg.connect_timeout:g} s; check that HOST:PORT is an MQTT broker (TLS: "
-                               "--mqtt-tls)")
+            if refused:
+                raise AuricleError(refused)
+            raise AuricleError(f"the MQTT broker at {cfg.address} accepted the TCP connection but sent no MQTT "
+                               f"answer (CONNACK) within {cfg.connect_timeout:g} s; check that HOST:PORT is an "
+                               "MQTT broker's port, not another service (a TLS port needs --mqtt-tls)")
         return self
 
     def _stop_client(self) -> None:
@@ -358,14 +201,19 @@ class MqttPublisher:
         """Discovery config and "online", both retained (runs in paho's thread, on every connect)."""
         cfg = self.cfg
         config = discovery_config(cfg, bundle_name=self.bundle_name, labels=self.labels)
+        self._hold_until = time.monotonic() + cfg.discovery_wait
         client.publish(cfg.discovery_topic, json.dumps(config), qos=1, retain=True)
         client.publish(cfg.availability_topic, ONLINE, qos=1, retain=True)
+        timer = threading.Timer(cfg.discovery_wait, self._release)
+        timer.daemon = True
+        timer.start()
 
     # paho callbacks (paho's network thread) ---------------------------------------------------------
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         if reason_code.is_failure:
             if self.connects == 0:
-                self._refused = str(reason_code)
+                self._refused = (f"the MQTT broker at {self.cfg.address} refused the connection ({reason_code});"
+                                 " check --mqtt-user, --mqtt-password/--mqtt-password-file and --mqtt-tls")
                 self._first_answer.set()
             else:
                 self._log(f"{self.cfg.address} refused the reconnection ({reason_code}); retrying")
@@ -384,8 +232,10 @@ class MqttPublisher:
     def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
         was_connected = self._connected.is_set()
         self._connected.clear()
-        if self.connects == 0 and not self._first_answer.is_set():     # closed before any CONNACK
-            self._refused = f"it closed the connection: {reason_code}"
+        if self.connects == 0 and not self._first_answer.is_set() and not self._closing:   # closed, no CONNACK
+            self._refused = (f"the MQTT broker at {self.cfg.address} closed the connection without an MQTT "
+                             f"answer ({reason_code}); check that HOST:PORT is an MQTT broker's port (a TLS "
+                             "port needs --mqtt-tls) and its log")
             self._first_answer.set()
         if was_connected and not self._closing:
             self.disconnects += 1
@@ -408,40 +258,66 @@ class MqttPublisher:
 
     @property
     def pending(self) -> int:
-        self._settle()
-        return len(self._pending)
+        """Events not yet delivered: held for discovery, or sent and not acknowledged."""
+        with self._send_lock:
+            self._settle()
+            return len(self._pending) + len(self._held)
 
     def _settle(self) -> None:
         """Move acknowledged events from pending to published (acks of control messages are dropped)."""
         with self._ack_lock:
             acked, self._acked = self._acked, set()
         if acked:
-            keep = [mid for mid in self._pending if mid not in acked]
-            self.published += len(self._pending) - len(keep)
-            self._pending = keep
+            with self._send_lock:
+                keep = [mid for mid in self._pending if mid not in acked]
+                self.published += len(self._pending) - len(keep)
+                self._pending = keep
+
+    def _holding(self) -> bool:
+        return self.connected and time.monotonic() < self._hold_until
+
+    def _release(self, *, force: bool = False) -> None:
+        """Send the held events, in order, once the discovery hold is over (timer thread, or ``close``)."""
+        with self._send_lock:
+            if self._client is None or (self._holding() and not force):
+                return                            # a newer announcement holds them longer: its timer sends them
+            held, self._held = self._held, []
+            for payload in held:
+                self._send(payload)
+
+    def _send(self, payload: str) -> bool:
+        """Hand one event to paho; ``False`` (counted as dropped) when paho's own queue is full."""
+        info = self._client.publish(self.cfg.event_topic, payload, qos=1, retain=False)
+        if info.rc == self._mqtt.MQTT_ERR_QUEUE_SIZE:
+            self.dropped += 1
+            return False
+        self._pending.append(info.mid)
+        return True
 
     def publish_event(self, ev: Any, *, source: str | None = None) -> bool:
         """Queue one event for delivery; ``False`` when the queue was full and it was dropped (counted)."""
         if self._client is None:
             raise AuricleError("MqttPublisher.publish_event called before connect() or after close()")
-        self.events += 1
-        self._settle()
         payload = event_payload(ev, bundle_name=self.bundle_name, device_name=self.cfg.device_name, source=source)
-        info = None
-        if len(self._pending) < self.cfg.queue_limit:
-            info = self._client.publish(self.cfg.event_topic, json.dumps(payload), qos=1, retain=False)
-        mqtt = self._mqtt
-        if info is None or info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
-            self.dropped += 1
+        with self._send_lock:
+            self.events += 1
+            self._settle()
+            full = len(self._pending) + len(self._held) >= self.cfg.queue_limit
+            if not full and not self.connected:
+                self.queued_offline += 1
+            if not full and (self._holding() or self._held):      # behind held ones: keep the order
+                self._held.append(json.dumps(payload))
+                accepted = True
+            else:
+                accepted = not full and self._send(json.dumps(payload))
+                self.dropped += full
+        if not accepted:
             if not self._dropping:
                 self._log(f"event queue full ({self.cfg.queue_limit} events waiting for {self.cfg.address}); "
                           "dropping new events until the broker is back")
             self._dropping = True
             return False
         self._dropping = False
-        if info.rc == mqtt.MQTT_ERR_NO_CONN:
-            self.queued_offline += 1
-        self._pending.append(info.mid)
         return True
 
     def _wait_pending(self, seconds: float) -> None:
@@ -454,7 +330,7 @@ class MqttPublisher:
             return dict(self._closed_stats)
         self._settle()
         return {"broker": self.cfg.address, "device": self.cfg.device_id, "events": self.events,
-                "published": self.published, "dropped": self.dropped, "undelivered": len(self._pending),
+                "published": self.published, "dropped": self.dropped, "undelivered": self.pending,
                 "queued_offline": self.queued_offline, "reconnects": max(0, self.connects - 1),
                 "disconnects": self.disconnects}
 
@@ -465,6 +341,10 @@ class MqttPublisher:
         client = self._client
         if client is None:
             return self.stats()
+        hold = self._hold_until - time.monotonic()
+        if self.connected and hold > 0:          # events held for discovery still get their full flush time
+            time.sleep(min(hold, self.cfg.discovery_wait))
+        self._release(force=True)
         self._wait_pending(self.cfg.flush_seconds)
         stats = self.stats()
         self._closing = True
@@ -484,6 +364,20 @@ class MqttPublisher:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _connect_error(cfg: MqttConfig, exc: BaseException) -> str:
+    """One line for a failed TCP/TLS connection, naming what failed."""
+    detail = " ".join(str(getattr(exc, "verify_message", "") or exc).split()) or type(exc).__name__
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return (f"the MQTT broker at {cfg.address} presented a TLS certificate that failed verification "
+                f"({detail}); give the CA that signed it with --mqtt-ca FILE, and connect by the name or "
+                "address the certificate names")
+    if isinstance(exc, ssl.SSLError):
+        return (f"the TLS handshake with the MQTT broker at {cfg.address} failed ({detail}); check that the "
+                "port speaks TLS (--mqtt-tls) and that the broker's TLS settings are valid")
+    return (f"cannot reach the MQTT broker at {cfg.address} ({detail}); check --mqtt HOST[:PORT] and that "
+            "the broker is running")
 
 
 def format_summary(d: dict[str, Any]) -> str:
