@@ -12,6 +12,7 @@ with ``--code``, and reads its resident set from ``/proc/PID/status`` (VmRSS now
 * ``held_starts``: ``--clients`` connections that each send only an ``audio-start`` (16 kHz) and hold;
   RSS growth while held and after they all closed (server started with ``--max-clients`` = ``--clients``
   where it has that option, so all are served; a second row with the server's default cap).
+* ``held_streams``: the same, each connection also sending one 0.1 s audio-chunk (so it has detectors).
 * ``half_sent``: one event header without its newline; seconds until the server drops the connection
   (capped at ``--wait`` s).
 * ``log``: a ``detect`` whose names forge a log line and 10,000 names; whether a forged line appears and
@@ -110,21 +111,24 @@ def huge_announce(code: Path, send_mb: int) -> dict:
         srv.stop()
 
 
-def held_starts(code: Path, clients: int, cap: bool) -> dict:
+def held_starts(code: Path, clients: int, cap: bool, chunk: bool = False) -> dict:
     srv = Server(code, *([f"--max-clients={clients}"] if cap else []))
+    fmt = {"rate": 16000, "width": 2, "channels": 1}
     try:
         base = srv.mb()
         socks = []
         for _ in range(clients):
             s = srv.connect()
-            s.sendall(header("audio-start", {"rate": 16000, "width": 2, "channels": 1}))
+            s.sendall(header("audio-start", fmt))
+            if chunk:             # 0.1 s of silence: the connection now streams, with its detectors
+                s.sendall(header("audio-chunk", fmt, payload_length=3200) + bytes(3200))
             socks.append(s)
         settle(srv, 3.0)
         held = srv.mb()
         for s in socks:
             s.close()
         settle(srv, 3.0)
-        return {"case": "held_starts", "clients": clients, "server_args": srv.extra,
+        return {"case": "held_streams" if chunk else "held_starts", "clients": clients, "server_args": srv.extra,
                 "rss_growth_mb": round(held - base, 1), "after_close_growth_mb": round(srv.mb() - base, 1)}
     finally:
         srv.stop()
@@ -200,7 +204,7 @@ def normal(code: Path) -> dict:
         srv.stop()
 
 
-CASES = ("huge_announce", "held_starts", "half_sent", "log", "normal")
+CASES = ("huge_announce", "held_starts", "held_streams", "half_sent", "log", "normal")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -216,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     runs = {"huge_announce": [lambda: huge_announce(code, args.send_mb)],
             "held_starts": [lambda: held_starts(code, args.clients, True),
                             lambda: held_starts(code, args.clients, False)],
+            "held_streams": [lambda: held_starts(code, args.clients, True, True),
+                             lambda: held_starts(code, args.clients, False, True)],
             "half_sent": [lambda: half_sent(code, args.wait)], "log": [lambda: log_lines(code)],
             "normal": [lambda: normal(code)]}
     rows = []

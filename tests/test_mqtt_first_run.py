@@ -1,0 +1,119 @@
+"""MQTT on a real LAN: a first-ever run reaches a subscriber that, as Home Assistant does, subscribes to a
+device's event topic only after it has read that device's discovery config; a silent broker and a broker
+that hangs up are named for what they are. Real Mosquitto on a free loopback port, real paho clients, raw
+sockets; every wait is bounded.
+"""
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import threading
+import time
+import uuid
+
+import pytest
+
+from test_mqtt import REPO, broker, listen_cmd, need_paho, paho  # noqa: F401  (broker: the fixture)
+
+SUBSCRIBE_DELAY = 0.5      # Home Assistant 2026.2 subscribed 0.13 s after discovery; a busy Pi takes longer
+
+
+class HomeAssistantLike:
+    """Subscribes to ``homeassistant/#``; SUBSCRIBE_DELAY s after a discovery config it subscribes to that
+    config's ``state_topic`` (as HA's MQTT event entity does once it is created) and records the events."""
+
+    def __init__(self, port: int) -> None:
+        self.events: list[dict] = []
+        self.configs = 0
+        self._lock = threading.Lock()
+        c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"test-ha-{uuid.uuid4().hex[:8]}")
+        c.on_message = self._on_message
+        subscribed = threading.Event()
+        c.on_subscribe = lambda *a: subscribed.set()
+        c.connect("127.0.0.1", port)
+        c.loop_start()
+        c.subscribe("homeassistant/#", qos=1)
+        assert subscribed.wait(10), "the subscriber did not subscribe"
+        self.client = c
+
+    def _on_message(self, client, userdata, msg):
+        if msg.topic.startswith("homeassistant/") and msg.topic.endswith("/config") and msg.payload:
+            topic = json.loads(msg.payload)["state_topic"]
+            self.configs += 1
+            threading.Timer(SUBSCRIBE_DELAY, lambda: client.subscribe(topic, qos=1)).start()
+        elif not msg.topic.startswith("homeassistant/"):
+            with self._lock:
+                self.events.append(json.loads(msg.payload))
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def first_run(port: int, *extra: str) -> tuple[list[dict], dict]:
+    """A --file run of a device the broker has never seen; what the HA-like subscriber got, and the summary."""
+    ha = HomeAssistantLike(port)
+    try:
+        r = subprocess.run(listen_cmd(port, "--device-name", f"new-{uuid.uuid4().hex[:6]}", *extra),
+                           capture_output=True, text=True, cwd=REPO, timeout=120)
+        assert r.returncode == 0, r.stderr
+        summary = json.loads(r.stdout.splitlines()[-1])
+        deadline = time.monotonic() + 3
+        while len(ha.events) < summary["mqtt"]["events"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert ha.configs == 1
+        return list(ha.events), summary
+    finally:
+        ha.close()
+
+
+def test_a_first_run_reaches_a_subscriber_that_subscribes_after_discovery(broker, demo_rows):
+    want = [(d["label"], d["time"]) for d in demo_rows if d["type"] == "event"]
+    got, summary = first_run(broker.port)
+    assert [(d["label"], d["time"]) for d in got] == want and len(want) == 9
+    assert summary["mqtt"]["published"] == summary["mqtt"]["events"] == 9
+
+
+def test_without_the_discovery_wait_a_first_run_loses_events(broker):
+    """The failure the wait prevents: events published at once miss the entity being created."""
+    got, summary = first_run(broker.port, "--mqtt-discovery-wait", "0")
+    assert summary["mqtt"]["published"] == 9          # the broker took them all ...
+    assert len(got) < 9                               # ... but the late subscriber never saw some
+
+
+def listening_socket(behaviour) -> tuple[socket.socket, threading.Thread]:
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    conns: list[socket.socket] = []
+
+    def serve():
+        with srv:
+            conn, _ = srv.accept()
+            conns.append(conn)
+            behaviour(conn)
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    return srv, t
+
+
+@pytest.mark.parametrize("behaviour,words", [
+    (lambda conn: time.sleep(4), ["accepted the TCP connection but sent no MQTT answer (CONNACK) within 1 s"]),
+    (lambda conn: conn.close(), ["closed the connection without an MQTT answer"]),
+])
+def test_a_silent_or_hanging_up_server_is_named_for_what_it_is(behaviour, words):
+    need_paho()
+    from edge.errors import AuricleError
+    from edge.mqtt import MqttConfig, MqttPublisher
+
+    srv, _ = listening_socket(behaviour)
+    cfg = MqttConfig(host="127.0.0.1", port=srv.getsockname()[1], device_name="t", connect_timeout=1.0)
+    t0 = time.monotonic()
+    with pytest.raises(AuricleError) as err, open("/dev/null", "w") as log:
+        MqttPublisher(cfg, bundle_name="b", labels=["yes"], log=log).connect()
+    text = str(err.value)
+    assert all(w in text for w in words), text
+    assert "refused" not in text and "--mqtt-user" not in text and "\n" not in text
+    assert time.monotonic() - t0 < 3.0
