@@ -13,6 +13,7 @@ with ``--code``, and reads its resident set from ``/proc/PID/status`` (VmRSS now
   RSS growth while held and after they all closed (server started with ``--max-clients`` = ``--clients``
   where it has that option, so all are served; a second row with the server's default cap).
 * ``held_streams``: the same, each connection also sending one 0.1 s audio-chunk (so it has detectors).
+* ``empty_chunks``: 100,000 audio-chunks without audio after one audio-start; server CPU seconds.
 * ``half_sent``: one event header without its newline; seconds until the server drops the connection
   (capped at ``--wait`` s).
 * ``log``: a ``detect`` whose names forge a log line and 10,000 names; whether a forged line appears and
@@ -27,6 +28,7 @@ import argparse
 import asyncio
 import io
 import json
+import os
 import re
 import signal
 import socket
@@ -64,6 +66,10 @@ class Server:
     def mb(self, key: str = "VmRSS") -> float:
         status = Path(f"/proc/{self.proc.pid}/status").read_text()
         return int(re.search(rf"^{key}:\s+(\d+) kB", status, re.M).group(1)) / 1024
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def connect(self) -> socket.socket:
         return socket.create_connection(("127.0.0.1", self.port), timeout=30)
@@ -130,6 +136,26 @@ def held_starts(code: Path, clients: int, cap: bool, chunk: bool = False) -> dic
         settle(srv, 3.0)
         return {"case": "held_streams" if chunk else "held_starts", "clients": clients, "server_args": srv.extra,
                 "rss_growth_mb": round(held - base, 1), "after_close_growth_mb": round(srv.mb() - base, 1)}
+    finally:
+        srv.stop()
+
+
+def empty_chunks(code: Path, count: int) -> dict:
+    srv = Server(code)
+    try:
+        cpu = srv.cpu_seconds()
+        one = header("audio-chunk", {"rate": 16000, "width": 2, "channels": 1})
+        with srv.connect() as s:
+            s.sendall(header("audio-start", {"rate": 16000, "width": 2, "channels": 1}))
+            t0 = time.monotonic()
+            s.sendall(one * count + header("describe"))
+            s.settimeout(600)
+            with s.makefile("rb") as f:
+                while b'"info"' not in f.readline():
+                    pass
+            wall = time.monotonic() - t0
+        return {"case": "empty_chunks", "chunks": count, "server_cpu_s": round(srv.cpu_seconds() - cpu, 1),
+                "wall_s": round(wall, 1)}
     finally:
         srv.stop()
 
@@ -204,7 +230,7 @@ def normal(code: Path) -> dict:
         srv.stop()
 
 
-CASES = ("huge_announce", "held_starts", "held_streams", "half_sent", "log", "normal")
+CASES = ("huge_announce", "held_starts", "held_streams", "empty_chunks", "half_sent", "log", "normal")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -222,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
                             lambda: held_starts(code, args.clients, False)],
             "held_streams": [lambda: held_starts(code, args.clients, True, True),
                              lambda: held_starts(code, args.clients, False, True)],
+            "empty_chunks": [lambda: empty_chunks(code, 100_000)],
             "half_sent": [lambda: half_sent(code, args.wait)], "log": [lambda: log_lines(code)],
             "normal": [lambda: normal(code)]}
     rows = []

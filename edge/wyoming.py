@@ -142,12 +142,13 @@ class WakeService:
 
     def take_detectors(self, sample_rate: int) -> list[Any]:
         """A detector set for a new stream: an idle one reset to ``sample_rate``, else a fresh one."""
-        if self._idle:
-            detectors = self._idle.pop()
-            for det in detectors:
-                det.reset(sample_rate=sample_rate)
-            return detectors
-        return self.make_detectors(sample_rate)
+        try:
+            detectors = self._idle.pop()           # atomic: two connections never get the same set
+        except IndexError:
+            return self.make_detectors(sample_rate)
+        for det in detectors:
+            det.reset(sample_rate=sample_rate)
+        return detectors
 
     def return_detectors(self, detectors: list[Any] | None) -> None:
         if detectors and len(self._idle) < self.limits.max_clients:
