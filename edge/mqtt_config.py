@@ -80,6 +80,8 @@ class MqttConfig:
 # -- options ----------------------------------------------------------------------------------------
 def add_mqtt_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``--mqtt*`` and ``--device-name`` options (validated later by :func:`mqtt_config_from_args`)."""
+    from edge.listen import _positive
+
     g = parser.add_argument_group("MQTT / Home Assistant (needs paho-mqtt: pip install -e '.[mqtt]')")
     g.add_argument("--mqtt", metavar="HOST[:PORT]", help=f"publish events to this MQTT broker (port default "
                    f"{DEFAULT_PORT}, {DEFAULT_TLS_PORT} with --mqtt-tls), with Home Assistant discovery")
@@ -96,7 +98,8 @@ def add_mqtt_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--mqtt-queue", metavar="N", default=str(DEFAULT_QUEUE),
                    help=f"events held while the broker is away; beyond that new events are dropped and "
                         f"counted (default {DEFAULT_QUEUE})")
-    g.add_argument("--mqtt-discovery-wait", metavar="SECONDS", type=float, default=DISCOVERY_WAIT,
+    wait_type = _positive(float, "--mqtt-discovery-wait", allow_zero=True)
+    g.add_argument("--mqtt-discovery-wait", metavar="SECONDS", type=wait_type, default=DISCOVERY_WAIT,
                    help=f"hold events this long after discovery is sent (at start, on reconnects, and when Home "
                         f"Assistant announces itself), so that a newly created entity gets them all (default "
                         f"{DISCOVERY_WAIT:g})")

@@ -426,7 +426,7 @@ def _own_stderr() -> TextIO:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from edge.listen import add_detector_arguments
+    from edge.listen import _positive, add_detector_arguments
 
     p = argparse.ArgumentParser(prog="python -m edge.wyoming", conflict_handler="resolve",
                                 description="Wyoming wake-word server: Home Assistant's voice pipeline (or any "
@@ -439,23 +439,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--uri", default=DEFAULT_URI, help=f"where to listen: tcp://HOST:PORT, unix://PATH or stdio:// "
                    f"(default {DEFAULT_URI}: every interface, no authentication; see above)")
     d = ServerLimits()
-    p.add_argument("--max-clients", type=int, default=d.max_clients, metavar="N",
+    p.add_argument("--max-clients", type=_positive(int, "--max-clients"), default=d.max_clients, metavar="N",
                    help=f"connections served at once; more are refused with an error event (default "
                         f"{d.max_clients})")
-    p.add_argument("--idle-timeout", type=float, default=d.idle_seconds, metavar="SECONDS",
+    p.add_argument("--idle-timeout", type=_positive(float, "--idle-timeout"), default=d.idle_seconds, metavar="SECONDS",
                    help=f"close a connection that sends no event for this long (default {d.idle_seconds:g})")
-    p.add_argument("--event-timeout", type=float, default=d.event_seconds, metavar="SECONDS",
+    p.add_argument("--event-timeout", type=_positive(float, "--event-timeout"), default=d.event_seconds,
+                   metavar="SECONDS",
                    help=f"close a connection whose event is not complete this long after its first byte "
                         f"(default {d.event_seconds:g})")
     return p
 
 
 def limits_from_args(args: argparse.Namespace) -> ServerLimits:
-    if args.max_clients < 1:
-        raise AuricleError(f"--max-clients {args.max_clients} must be 1 or more")
     for flag, value in (("--idle-timeout", args.idle_timeout), ("--event-timeout", args.event_timeout)):
-        if not 0 < value < 1e6:
-            raise AuricleError(f"{flag} {value:g} must be more than 0 seconds (and under 10^6)")
+        if value > 1e6:
+            raise AuricleError(f"{flag} {value:g} must be under 10^6 seconds")
     return ServerLimits(max_clients=args.max_clients, idle_seconds=args.idle_timeout,
                         event_seconds=args.event_timeout)
 
