@@ -373,9 +373,9 @@ def _connect_error(cfg: MqttConfig, exc: BaseException) -> str:
         return (f"the MQTT broker at {cfg.address} presented a TLS certificate that failed verification "
                 f"({detail}); give the CA that signed it with --mqtt-ca FILE, and connect by the name or "
                 "address the certificate names")
-    if isinstance(exc, ssl.SSLError):
-        return (f"the TLS handshake with the MQTT broker at {cfg.address} failed ({detail}); check that the "
-                "port speaks TLS (--mqtt-tls) and that the broker's TLS settings are valid")
+    if isinstance(exc, ssl.SSLError) or (cfg.tls and isinstance(exc, ConnectionResetError)):
+        return (f"the TLS handshake with the MQTT broker at {cfg.address} failed ({detail}); check that this "
+                "port speaks TLS (a plain MQTT port, usually 1883: leave out --mqtt-tls/--mqtt-ca/mqtts://)")
     return (f"cannot reach the MQTT broker at {cfg.address} ({detail}); check --mqtt HOST[:PORT] and that "
             "the broker is running")
 

@@ -117,3 +117,15 @@ def test_a_silent_or_hanging_up_server_is_named_for_what_it_is(behaviour, words)
     assert all(w in text for w in words), text
     assert "refused" not in text and "--mqtt-user" not in text and "\n" not in text
     assert time.monotonic() - t0 < 3.0
+
+
+def test_tls_to_a_plain_port_is_named_a_failed_tls_handshake(broker):
+    from edge.errors import AuricleError
+    from edge.mqtt import MqttConfig, MqttPublisher
+
+    cfg = MqttConfig(host="127.0.0.1", port=broker.port, device_name="t", tls=True, connect_timeout=3.0)
+    with pytest.raises(AuricleError) as err, open("/dev/null", "w") as log:
+        MqttPublisher(cfg, bundle_name="b", labels=["yes"], log=log).connect()
+    text = str(err.value)
+    assert text.startswith(f"the TLS handshake with the MQTT broker at 127.0.0.1:{broker.port} failed"), text
+    assert "leave out --mqtt-tls" in text and "is running" not in text
