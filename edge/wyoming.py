@@ -193,8 +193,13 @@ class DetectionHandler(_HandlerBase):
         svc = self.service
         if svc.active >= svc.limits.max_clients:
             svc.refused += 1
-            await self._close_with(f"server busy: {svc.active} clients connected (--max-clients "
-                                   f"{svc.limits.max_clients}); try again later", "busy")
+            text = f"server busy: {svc.active} clients connected (--max-clients {svc.limits.max_clients}); try " \
+                   "again later"
+            if svc.refused & (svc.refused - 1) == 0:        # the 1st, 2nd, 4th, 8th ...: a flood stays a few lines
+                svc.log(f"{self.peer}: refused, {text} ({svc.refused} refused so far)")
+            with contextlib.suppress(Exception):
+                await self.write_event(Error(text=text, code="busy").event())
+            self.writer.close()
             return
         svc.active += 1
         try:

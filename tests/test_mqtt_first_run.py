@@ -16,7 +16,7 @@ import pytest
 
 from test_mqtt import REPO, broker, listen_cmd, need_paho, paho  # noqa: F401  (broker: the fixture)
 
-SUBSCRIBE_DELAY = 0.5      # Home Assistant 2026.2 subscribed 0.13 s after discovery; a busy Pi takes longer
+SUBSCRIBE_DELAY = 0.8      # Home Assistant 2026.2 subscribed 0.13 s after discovery; a busy Pi takes longer
 
 
 class HomeAssistantLike:
