@@ -94,7 +94,7 @@ def prepare_negatives(esc10: Path) -> None:
 
 def quantize(spec: Spec, data: Path) -> None:
     _run([sys.executable, "-m", "converters.quantize", "--run", f"runs/{spec.name}", "--out",
-          f"firmware_assets/{spec.name}", "--data", str(data)])
+          f"firmware_assets/{spec.name}", "--data", str(data), "--force"])
 
 
 def tune(spec: Spec, data: Path, negatives: Path) -> None:
@@ -105,7 +105,8 @@ def tune(spec: Spec, data: Path, negatives: Path) -> None:
         _run([sys.executable, "-m", "tools.make_sample_stream", "--data", str(data), "--split", "val", "--duration",
               "240", "--seed", "11", "--out", tmp, "--name", "val_stream"])
         _run([sys.executable, "-m", "tools.tune_detector", "--bundle", f"firmware_assets/{spec.name}",
-              "--target-fa", "1", "--negatives", *negative_sources(negatives), "--stream", f"{tmp}/val_stream.wav"])
+              "--target-fa", "1", "--negatives", *negative_sources(negatives), "--stream", f"{tmp}/val_stream.wav",
+              "--force"])
 
 
 def _gpu_features(out: Path, data: Path, specs: list[Spec]) -> None:
