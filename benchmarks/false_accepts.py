@@ -11,8 +11,9 @@ DET grid, with ``edge.evaluate`` (the same streaming path as ``edge.listen``):
 
 Writes ``false_accepts.json``, ``FALSE_ACCEPTS.md`` and ``det_<bundle>.png`` into ``--out`` (default
 ``results/false_accepts``) and, with ``--readme``, the table between the README's ``FALSE-ACCEPTS`` markers.
-The shipped figures (``--out benchmarks --readme README.md``) are replaced only with ``--force``. The README's results table takes its
-FA/h column from ``false_accepts.json``: ``python -m tools.readme_results --write`` after a new run.
+The shipped figures (``--out benchmarks --readme README.md``) are replaced only with ``--force``. The
+README's results table takes its FA/h column from ``benchmarks/false_accepts.json``: ``python -m
+tools.readme_results --write`` after a new run.
 """
 from __future__ import annotations
 
