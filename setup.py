@@ -9,7 +9,6 @@ An editable install reads ``firmware_assets/`` and ``samples/`` in place and ski
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -21,17 +20,10 @@ from setuptools.command.build_py import build_py
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from edge.shipped import WHEEL_BUNDLES, WHEEL_SAMPLES  # noqa: E402  (stdlib-only module of this source tree)
+from edge.fileio import sha256_file, write_json_atomic  # noqa: E402  (stdlib-only modules of this source tree)
+from edge.shipped import WHEEL_BUNDLES, WHEEL_SAMPLES  # noqa: E402
 
 DEVICE_FILES = ("labels.txt", "model_int8.tflite", "model_edgetpu.tflite")
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def device_manifest(manifest: dict, kept: set[str]) -> dict:
@@ -57,7 +49,7 @@ def write_device_bundle(src: Path, dst: Path) -> None:
     manifest = json.loads((src / "manifest.json").read_text(encoding="utf-8"))
     kept = {n for n in DEVICE_FILES if n in manifest["files"]}
     for name in sorted(kept):
-        if not (src / name).is_file() or _sha256(src / name) != manifest["files"][name]:
+        if not (src / name).is_file() or sha256_file(src / name) != manifest["files"][name]:
             raise SystemExit(f"build: {src / name} is missing or does not match its manifest's sha256; "
                              "restore it (git checkout) before building the wheel")
     if os.path.exists(dst):
@@ -65,8 +57,7 @@ def write_device_bundle(src: Path, dst: Path) -> None:
     dst.mkdir(parents=True)
     for name in sorted(kept):
         shutil.copyfile(src / name, dst / name)
-    text = json.dumps(device_manifest(manifest, kept), indent=1, sort_keys=False) + "\n"
-    (dst / "manifest.json").write_text(text, encoding="utf-8")
+    write_json_atomic(dst / "manifest.json", device_manifest(manifest, kept))
 
 
 class BuildWithAssets(build_py):
