@@ -22,8 +22,15 @@ REPO = Path(__file__).resolve().parent.parent
 WHEEL_MAX_BYTES = 8 * 1024 * 1024
 
 
-def _run(cmd, *, cwd, timeout=300, env=None, check=True):
-    r = subprocess.run([str(c) for c in cmd], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
+def _env() -> dict[str, str]:
+    """This environment without what would let a subprocess see the checkout or another bundle (a PYTHONPATH
+    naming the checkout also shows pip its auricle.egg-info, and pip would then skip the install)."""
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "AURICLE_BUNDLE")}
+
+
+def _run(cmd, *, cwd, timeout=300, check=True):
+    r = subprocess.run([str(c) for c in cmd], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                       env=_env())
     if check:
         assert r.returncode == 0, f"{cmd}: {r.stderr[-3000:]}"
     return r
@@ -61,10 +68,6 @@ def _elsewhere(tmp_path: Path) -> Path:
     return folder
 
 
-def _env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "AURICLE_BUNDLE")}
-
-
 def test_the_wheel_installs_only_the_packages_users_import_and_is_small(wheel):
     assert wheel.stat().st_size <= WHEEL_MAX_BYTES, f"{wheel.stat().st_size / 2**20:.1f} MB"
     names = zipfile.ZipFile(wheel).namelist()
@@ -87,7 +90,7 @@ def test_installed_bundles_verify_and_say_what_they_left_out(venv, tmp_path):
             "              'left_out': bd.manifest['device_bundle']['left_out'],\n"
             "              'present': sorted(p.name for p in bd.path.iterdir())}\n"
             "print(json.dumps(out))")
-    r = _run([venv / "bin" / "python", "-c", code], cwd=_elsewhere(tmp_path), env=_env())
+    r = _run([venv / "bin" / "python", "-c", code], cwd=_elsewhere(tmp_path))
     info = json.loads(r.stdout)
     assert info["edge"].startswith(str(venv)), info["edge"]
     assert info["default"] == info["kws_mobilenet_edge"]["path"]
@@ -97,17 +100,16 @@ def test_installed_bundles_verify_and_say_what_they_left_out(venv, tmp_path):
         assert b["present"] == sorted([*b["files"], "manifest.json"])          # the file list is what is there
         assert "model_float32.tflite" in b["left_out"]
     for repo_only in ("tools", "benchmarks"):
-        r = _run([venv / "bin" / "python", "-c", f"import {repo_only}"], cwd=_elsewhere(tmp_path), env=_env(),
-                 check=False)
+        r = _run([venv / "bin" / "python", "-c", f"import {repo_only}"], cwd=_elsewhere(tmp_path), check=False)
         assert r.returncode == 1 and "No module named" in r.stderr
 
 
 def test_auricle_demo_finds_its_words_from_any_folder(venv, tmp_path):
-    r = _run([venv / "bin" / "auricle-demo", "--json"], cwd=_elsewhere(tmp_path), env=_env(), timeout=120)
+    r = _run([venv / "bin" / "auricle-demo", "--json"], cwd=_elsewhere(tmp_path), timeout=120)
     score = [json.loads(line) for line in r.stdout.splitlines() if '"type": "score"' in line][-1]
     assert score["truth_words"] == 10 and score["hits"] >= 9 and score["false_alarms"] == 0, score
     r = _run([venv / "bin" / "python", "-m", "edge.demo", "--bundle", "esc10_mobilenet_edge", "--stream",
-              "esc10_stream", "--json"], cwd=_elsewhere(tmp_path), env=_env(), timeout=120)
+              "esc10_stream", "--json"], cwd=_elsewhere(tmp_path), timeout=120)
     score = [json.loads(line) for line in r.stdout.splitlines() if '"type": "score"' in line][-1]
     assert score["truth_words"] == 10 and score["hits"] >= 1, score
 
@@ -127,12 +129,11 @@ def test_a_damaged_installed_bundle_is_one_line_naming_the_file(venv, tmp_path):
     try:
         with open(model, "ab") as fh:
             fh.write(b"\0")
-        line = _one_error_line(_run([venv / "bin" / "auricle-demo"], cwd=_elsewhere(tmp_path), env=_env(),
-                                    check=False))
+        line = _one_error_line(_run([venv / "bin" / "auricle-demo"], cwd=_elsewhere(tmp_path), check=False))
         assert str(model) in line and "sha256" in line and "reinstall" in line, line
         model.unlink()
         line = _one_error_line(_run([venv / "bin" / "auricle-listen", "--duration", "1"], cwd=_elsewhere(tmp_path),
-                                    env=_env(), check=False))
+                                    check=False))
         assert str(model) in line and "missing" in line, line
     finally:
         shutil.copyfile(kept, model)
@@ -140,8 +141,7 @@ def test_a_damaged_installed_bundle_is_one_line_naming_the_file(venv, tmp_path):
     moved = tmp_path / "samples"
     shutil.move(samples, moved)
     try:
-        line = _one_error_line(_run([venv / "bin" / "auricle-demo"], cwd=_elsewhere(tmp_path), env=_env(),
-                                    check=False))
+        line = _one_error_line(_run([venv / "bin" / "auricle-demo"], cwd=_elsewhere(tmp_path), check=False))
         assert "--stream WAV" in line, line
     finally:
         shutil.move(moved, samples)
