@@ -9,9 +9,11 @@ DET grid, with ``edge.evaluate`` (the same streaming path as ``edge.listen``):
 * **positives**: a stream of keywords from *test-split* speakers with its truth
   (``python -m tools.make_sample_stream --split test --duration 160 --seed 23 --name test_stream``).
 
-Writes ``false_accepts.json``, ``FALSE_ACCEPTS.md`` and ``det_<bundle>.png`` into ``--out`` and, with
-``--readme``, the table between the README's ``FALSE-ACCEPTS`` markers. The README's results table takes its
-FA/h column from ``false_accepts.json``: ``python -m tools.readme_results --write`` after a new run.
+Writes ``false_accepts.json``, ``FALSE_ACCEPTS.md`` and ``det_<bundle>.png`` into ``--out`` (default
+``results/false_accepts``) and, with ``--readme``, the table between the README's ``FALSE-ACCEPTS`` markers.
+The shipped figures (``--out benchmarks --readme README.md``) are replaced only with ``--force``. The
+README's results table takes its FA/h column from ``benchmarks/false_accepts.json``: ``python -m
+tools.readme_results --write`` after a new run.
 """
 from __future__ import annotations
 
@@ -124,16 +126,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="other audio with none of the keywords, all files used (e.g. ../shared/data/esc10)")
     p.add_argument("--stream", type=Path, default=Path("results/streams/test_stream.wav"),
                    help="test-speaker keyword stream (truth: same name .csv)")
-    p.add_argument("--out", type=Path, default=Path("benchmarks"))
-    p.add_argument("--readme", type=Path, help="also replace the table between the README's markers")
+    p.add_argument("--out", type=Path, default=Path("results/false_accepts"),
+                   help="folder for false_accepts.json, FALSE_ACCEPTS.md and the DET plots (default "
+                        "results/false_accepts; the shipped benchmarks/ files are replaced only with --force)")
+    p.add_argument("--readme", type=Path, help="also replace the table between the README's markers (needs --force "
+                                               "for the shipped README.md)")
+    p.add_argument("--force", action="store_true", help="replace shipped files (benchmarks/, README.md)")
     p.add_argument("--quiet", action="store_true")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from edge.fileio import write_json_atomic, write_text_atomic
+    from edge.shipped import refuse_to_replace
 
     a = build_parser().parse_args(argv)
+    for path in [a.out / "false_accepts.json", a.out / "FALSE_ACCEPTS.md", *([a.readme] if a.readme else [])]:
+        refuse_to_replace(path, force=a.force, what="--readme" if path == a.readme else "--out")
     if not a.stream.is_file() or not a.stream.with_suffix(".csv").is_file():
         raise AuricleError(f"need {a.stream} and its .csv; build them with python -m tools.make_sample_stream "
                            "--split test --duration 160 --seed 23 --out results/streams --name test_stream")

@@ -1,6 +1,6 @@
 """Turn a training run into a model bundle: full-integer int8 TFLite, verified against the float model.
 
-    python converters/quantize.py --run runs/kws_mobilenet_edge --out firmware_assets/kws_mobilenet_edge
+    python converters/quantize.py --run runs/my_model --out runs/my_model_bundle
 
 Steps (a thin CLI over :func:`quantize_run`, a typed keyword-only core):
 
@@ -27,18 +27,21 @@ Steps (a thin CLI over :func:`quantize_run`, a typed keyword-only core):
 5. **Edge TPU readiness** (:mod:`converters.edgetpu`): op table, 8-bit tensors, static shapes; runs
    ``edgetpu_compiler`` when it is on PATH (adds ``model_edgetpu.tflite``), else prints the command.
 6. **Write the bundle** (the contract in ``edge/bundle.py``): ``model_int8.tflite``,
-   ``model_float32.tflite``, ``labels.txt``, ``model_data.h/.cc`` (TFLite Micro C array), the run's
+   ``model_float32.tflite``, ``labels.txt``, with ``--c-array`` ``model_data.h/.cc`` (TFLite Micro C array;
+   otherwise the manifest's ``c_array`` entry gives the command that writes them), the run's
    ``report.json``/``report.md``/``curves.png``/``confusion.png`` and ``manifest.json``. Everything is
    written into ``.NAME.tmp-<pid>-XXXX`` beside the target and swapped into place in one atomic rename
    (``renameat2(RENAME_EXCHANGE)``), so a failed or killed conversion leaves no partial bundle and never
-   touches an existing one; stale temp folders of dead processes are removed by the next run.
+   touches an existing one; stale temp folders of dead processes are removed by the next run. A bundle the
+   repository ships (``firmware_assets/``) is replaced only with ``--force``; replacing a bundle converted
+   from the same run with the same labels keeps its tuned ``detector`` block (e.g. ``--io uint8`` for Coral).
 
 The manifest records paths relative to the repository root (and its commands run from there), never a
 path of the machine that built the bundle.
 
 Large files: a float32 model over ``--float-max-mb`` (default 30) is still used for
 verification but not written; the manifest lists it under ``regenerable_files`` with its sha256, size and
-the command that writes it. ``--c-array-max-mb`` does the same for ``model_data.cc``. ``load_bundle`` only
+the command that writes it. ``--c-array-max-mb`` does the same for a requested ``model_data.cc``. ``load_bundle`` only
 verifies what ``files`` lists, so such a bundle still verifies.
 
 Exit codes: 0 done; 1 int8 accuracy dropped too far (bundle not written); 2 bad input (one line on stderr:
@@ -76,6 +79,7 @@ from edge.errors import AuricleError, BundleError, fail, run_cli
 from edge.features import FeatureConfig, fit_to_clip, log_mel, model_input_shape, to_model_input
 from edge.fileio import sha256_bytes, sha256_file, write_bytes_atomic, write_json_atomic, write_text_atomic
 from edge.interpreter import make_interpreter
+from edge.shipped import refuse_to_replace
 from edge.splits import SPLITS
 from training.data import load_audio, one_blas_thread
 from training.report import per_class_metrics
@@ -122,6 +126,8 @@ class QuantizeConfig:
     compile_edgetpu: bool = True
     require_edgetpu: bool = False
     name: str | None = None
+    c_array: bool = False            # write model_data.h/.cc (TFLite Micro); off: the manifest says how
+    force: bool = False              # replace a bundle the repository ships
 
     def __post_init__(self) -> None:
         if self.io not in IO_TYPES:
@@ -571,6 +577,23 @@ def _install(tmp: Path, out: Path) -> None:
     _fsync_dir(out.parent)
 
 
+def _previous_detector(out: Path, cfg: QuantizeConfig, run: RunFolder) -> dict[str, Any] | None:
+    """The ``detector`` block of the bundle at ``out`` when it was converted from the same run with the same
+    labels (a re-conversion, e.g. ``--io uint8`` for Coral, keeps the tuning); else None."""
+    import json
+
+    try:
+        old = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(old, dict) or not isinstance(old.get("detector"), dict):
+        return None
+    old_run = ((old.get("conversion") or {}).get("resolved") or {}).get("run")
+    if old.get("labels") != list(run.labels) or old_run != _portable(run.path):
+        return None
+    return old["detector"]
+
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -610,7 +633,8 @@ def quantize_run(*, run: str | os.PathLike[str], out: str | os.PathLike[str], io
                  float_max_mb: float = DEFAULT_FLOAT_MAX_MB, c_array_max_mb: float = DEFAULT_C_ARRAY_MAX_MB,
                  threads: int | None = None, seed: int = 0, compile_edgetpu: bool = True,
                  require_edgetpu: bool = False, name: str | None = None, progress: bool = True,
-                 report: Callable[[str], None] | None = print) -> dict[str, Any]:
+                 report: Callable[[str], None] | None = print, c_array: bool = False,
+                 force: bool = False) -> dict[str, Any]:
     """Convert, verify and write a bundle (see the module docstring). Returns the manifest.
 
     Raises :class:`AuricleError` for bad input and :class:`VerificationFailed` when int8 accuracy drops by
@@ -621,7 +645,8 @@ def quantize_run(*, run: str | os.PathLike[str], out: str | os.PathLike[str], io
                          data=None if data is None else str(data), also=tuple(dict.fromkeys(also)),
                          max_drop=float(max_drop), float_max_mb=float(float_max_mb),
                          c_array_max_mb=float(c_array_max_mb), threads=threads, seed=int(seed),
-                         compile_edgetpu=bool(compile_edgetpu), require_edgetpu=bool(require_edgetpu), name=name)
+                         compile_edgetpu=bool(compile_edgetpu), require_edgetpu=bool(require_edgetpu), name=name,
+                         c_array=bool(c_array), force=bool(force))
     timings = _Timings()
     out_path = Path(cfg.out)
     if out_path.name in ("", ".", ".."):
@@ -629,10 +654,12 @@ def quantize_run(*, run: str | os.PathLike[str], out: str | os.PathLike[str], io
     run_folder = load_run(cfg.run, data=cfg.data)
     _check_splits(run_folder)
     _check_target(out_path)
+    refuse_to_replace(out_path, force=cfg.force, what="--out")
+    previous = _previous_detector(out_path, cfg, run_folder)
     _clean_stale(out_path, progress)
     tmp = _make_temp(out_path)  # fails early (exit 2) when --out is not writable
     ctx = _Conversion(cfg=cfg, run=run_folder, out=out_path, tmp=tmp, progress=progress,
-                      emit=report or (lambda _line: None), timings=timings)
+                      emit=report or (lambda _line: None), timings=timings, previous_detector=previous)
     try:
         manifest = _convert_into(ctx)
         _install(tmp, out_path)
@@ -674,6 +701,7 @@ class _Conversion:
     progress: bool
     emit: Callable[[str], None]      # summary lines (verification, Edge TPU report)
     timings: _Timings
+    previous_detector: dict[str, Any] | None = None   # the tuned block of the bundle this one replaces
 
     @property
     def labels(self) -> list[str]:
@@ -733,6 +761,10 @@ def _convert_into(ctx: _Conversion) -> dict[str, Any]:
     ctx.timings.seconds["total"] = round(ctx.timings.elapsed(), 2)
     manifest = _manifest(ctx, model, shape, clips, models=models, hashes=hashes, verification=verification,
                          tpu=tpu, files=files)
+    if ctx.previous_detector is not None:
+        manifest["detector"] = ctx.previous_detector
+        ctx.emit("kept the tuned detector settings of the bundle this replaces (same run, same labels); re-tune "
+                 "with python -m tools.tune_detector if the model's scores changed")
     write_json_atomic(ctx.tmp / MANIFEST, manifest)
     return manifest
 
@@ -885,7 +917,7 @@ def _quantize_command(cfg: QuantizeConfig) -> list[str]:
     """The command line that repeats this conversion, from the repository root."""
     cmd = ["python", "converters/quantize.py", "--run", _portable(cfg.run), "--out", _portable(cfg.out),
            "--io", cfg.io, "--representative", str(cfg.representative), "--seed", str(cfg.seed)]
-    return cmd + (["--data", _portable(cfg.data)] if cfg.data else [])
+    return cmd + (["--data", _portable(cfg.data)] if cfg.data else []) + (["--force"] if cfg.force else [])
 
 
 def _left_out_float(ctx: _Conversion, blob: bytes) -> dict[str, Any]:
@@ -912,18 +944,22 @@ def _write_c_array(ctx: _Conversion, int8: bytes) -> tuple[dict[str, Any], dict[
     info = {"header": c_array.HEADER, "source": c_array.SOURCE, "array": c_array.DEFAULT_NAME,
             "length_symbol": f"{c_array.DEFAULT_NAME}_len", "bytes": len(int8), "alignment": c_array.ALIGNMENT,
             "of": MODEL_FILES["int8"]}
+    out = _portable(ctx.out)
+    command = _shell_join(["python", "converters/c_array.py", f"{out}/{MODEL_FILES['int8']}", "--out", out])
+    if not ctx.cfg.c_array:
+        return {**info, "written": False, "why": "C arrays are written on request (--c-array)",
+                "regenerate": command}, None
     write_text_atomic(ctx.tmp / c_array.HEADER, head)
     data = src.encode("ascii")
     limit = ctx.cfg.c_array_max_mb
     if len(data) <= limit * _MB:
         write_text_atomic(ctx.tmp / c_array.SOURCE, src)
         return {**info, "written": True}, None
-    out = _portable(ctx.out)
     ctx.emit(f"model_data.cc ({_mb(len(data))}) exceeds --c-array-max-mb {limit:g}: not written; regenerate it "
              "with converters/c_array.py (listed under regenerable_files)")
     return {**info, "written": False}, {
         "sha256": sha256_bytes(data), "bytes": len(data), "why": f"larger than --c-array-max-mb {limit:g}",
-        "regenerate": _shell_join(["python", "converters/c_array.py", f"{out}/{MODEL_FILES['int8']}", "--out", out])}
+        "regenerate": command}
 
 
 def _model_entries(ctx: _Conversion, blobs: dict[str, bytes], paths: dict[str, Path],
@@ -1129,9 +1165,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python converters/quantize.py",
         description="Quantize a training run to a full-integer int8 TFLite bundle, verify it against the float "
-                    "model on the test split, check Edge TPU readiness and write firmware_assets/NAME.")
+                    "model on the test split, check Edge TPU readiness and write a bundle folder.")
     p.add_argument("--run", required=True, help="run folder written by python -m training.train (runs/NAME)")
-    p.add_argument("--out", required=True, help="bundle folder to write (firmware_assets/NAME); replaced atomically")
+    p.add_argument("--out", required=True,
+                   help="bundle folder to write (e.g. runs/NAME_bundle); replaced atomically; a shipped bundle "
+                        "(firmware_assets/NAME) only with --force")
+    p.add_argument("--force", action="store_true",
+                   help="replace a bundle the repository ships (its tuned detector settings are kept when the run "
+                        "and labels are the same)")
+    p.add_argument("--c-array", action="store_true",
+                   help="also write model_data.h/.cc, the int8 model as a C array for TensorFlow Lite Micro")
     p.add_argument("--io", choices=IO_TYPES, default="int8",
                    help="input/output tensor type of the int8 model; uint8 is what Coral's tools expect (default int8)")
     p.add_argument("--representative", type=int, default=DEFAULT_REPRESENTATIVE, metavar="N",
@@ -1148,7 +1191,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"write model_float32.tflite only when it is at most N MB; else record how to regenerate "
                         f"it (default {DEFAULT_FLOAT_MAX_MB:g})")
     p.add_argument("--c-array-max-mb", type=float, default=DEFAULT_C_ARRAY_MAX_MB, metavar="N",
-                   help=f"write model_data.cc only when it is at most N MB (default {DEFAULT_C_ARRAY_MAX_MB:g})")
+                   help=f"with --c-array, write model_data.cc only when it is at most N MB (default {DEFAULT_C_ARRAY_MAX_MB:g})")
     p.add_argument("--threads", type=int, default=None, help="TFLite threads for verification (default: up to 4)")
     p.add_argument("--seed", type=int, default=0, help="seed of the representative selection (default 0)")
     p.add_argument("--name", default=None, help="bundle name in the manifest (default: the --out folder name)")
@@ -1177,7 +1220,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      also=also, max_drop=args.max_drop, float_max_mb=args.float_max_mb,
                      c_array_max_mb=args.c_array_max_mb, threads=args.threads, seed=args.seed,
                      compile_edgetpu=not args.no_compile, require_edgetpu=args.require_edgetpu, name=args.name,
-                     progress=not args.quiet)
+                     progress=not args.quiet, c_array=args.c_array, force=args.force)
     except VerificationFailed as exc:
         fail(str(exc), code=1)
     finally:

@@ -8,7 +8,7 @@ Layout (see docs/DESIGN.md)::
       model_edgetpu.tflite     optional, from edgetpu_compiler
       labels.txt               one label per line, output order
       manifest.json            everything else (schema below)
-      model_data.h/.cc         int8 model as a C array (TFLite Micro)
+      model_data.h/.cc         int8 model as a C array (TFLite Micro), written on request only
 
 manifest.json (schema_version 1)::
 
@@ -50,6 +50,8 @@ from typing import Any, Mapping
 from edge.errors import BundleError
 from edge.features import FeatureConfig
 from edge.fileio import sha256_file
+from edge.shipped import find_bundle, installed_dir, repo_root  # noqa: F401 (repo_root: re-exported)
+
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -60,14 +62,24 @@ MODEL_FILES = {"int8": "model_int8.tflite", "float32": "model_float32.tflite", "
                "dynamic": "model_dynamic.tflite", "edgetpu": "model_edgetpu.tflite"}
 
 
-def repo_root() -> Path:
-    return Path(__file__).resolve().parent.parent
-
-
 def default_bundle_path() -> Path:
-    """The shipped default bundle (``$AURICLE_BUNDLE`` overrides it)."""
+    """The shipped default bundle (``$AURICLE_BUNDLE`` overrides it): the checkout's
+    ``firmware_assets/kws_mobilenet_edge`` first, else the copy an installed wheel carries."""
     env = os.environ.get("AURICLE_BUNDLE")
-    return Path(env) if env else repo_root() / "firmware_assets" / DEFAULT_BUNDLE_NAME
+    if env:
+        return Path(env)
+    return find_bundle(DEFAULT_BUNDLE_NAME) or repo_root() / "firmware_assets" / DEFAULT_BUNDLE_NAME
+
+
+def resolve_bundle_path(path: str | os.PathLike[str] | None) -> Path:
+    """``path`` as given when it exists; a bare shipped name (``esc10_mobilenet_edge``) that is not a folder
+    here is looked up where the shipped bundles are (the checkout, then the installed package)."""
+    if path is None:
+        return default_bundle_path()
+    given = Path(path)
+    if not given.exists() and len(given.parts) == 1:
+        return find_bundle(given.name) or given
+    return given
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +124,8 @@ class Bundle:
             regen = (self.manifest.get("regenerable_files") or {}).get(MODEL_FILES.get(kind, f"model_{kind}.tflite")) or {}
             if kind == "edgetpu":
                 fix = "compile it with edgetpu_compiler (see README, 'Coral')"
+            elif regen.get("source"):
+                fix = f"{regen.get('why', 'it was left out')}; {regen['source']}"
             elif regen.get("regenerate"):
                 fix = f"it was left out for size; regenerate it with: {regen['regenerate']}"
             else:
@@ -180,10 +194,10 @@ def _read_json(path: Path) -> Any:
 
 def load_bundle(path: str | os.PathLike[str] | None = None, *, verify: bool = True) -> Bundle:
     """Read and check a bundle folder. ``verify`` checks every file's sha256 against the manifest."""
-    root = Path(path) if path is not None else default_bundle_path()
+    root = resolve_bundle_path(path)
     if not root.exists():
-        raise BundleError(f"model bundle {root} does not exist; pass --bundle BUNDLE_DIR or build one with "
-                          "`make firmware`")
+        raise BundleError(f"model bundle {root} does not exist; pass --bundle BUNDLE_DIR (or the name of a shipped "
+                          "one, e.g. kws_mobilenet_edge) or build one with `make firmware`")
     if not root.is_dir():
         raise BundleError(f"model bundle {root} is not a folder; pass the bundle folder, not a file")
     manifest = _read_manifest(root)
@@ -244,11 +258,18 @@ def _verify_files(root: Path, files: Mapping[str, str]) -> None:
     for name, digest in files.items():
         fp = bundle_file(root, name, "'files' entry")
         if not fp.is_file():
-            raise BundleError(f"bundle file {fp} is missing; rebuild the bundle")
+            raise BundleError(f"bundle file {fp} is missing; {_repair(root)}")
         actual = sha256_file(fp)
         if actual != digest:
             raise BundleError(f"sha256 of {fp} is {actual[:12]}..., manifest says {str(digest)[:12]}...; "
-                              "the file was changed or corrupted -- rebuild or re-copy the bundle")
+                              f"the file was changed or corrupted -- {_repair(root)}")
+
+
+def _repair(root: Path) -> str:
+    """How to mend a damaged bundle: reinstall for the copy a wheel carries, else rebuild or re-copy it."""
+    if os.path.realpath(root.parent) == os.path.realpath(installed_dir("bundles")):
+        return "reinstall auricle (pip install --force-reinstall auricle)"
+    return "rebuild or re-copy the bundle"
 
 
 def _read_labels(root: Path, manifest: Mapping[str, Any]) -> tuple[str, ...]:

@@ -25,7 +25,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 __all__ = ["build_parser", "main", "cli"]
 
-DEFAULT_STREAM = Path(__file__).resolve().parent.parent / "samples" / "speech_commands_stream.wav"
+DEFAULT_STREAM_NAME = "speech_commands_stream"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,8 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(prog="python -m edge.demo",
                                 description="Detect words in a long recording and score against ground truth.")
-    p.add_argument("--stream", default=str(DEFAULT_STREAM), metavar="WAV",
-                   help="the recording (default: samples/speech_commands_stream.wav)")
+    p.add_argument("--stream", default=None, metavar="WAV",
+                   help="the recording, or the name of a shipped one (esc10_stream); default: the shipped "
+                        "speech_commands_stream, from the checkout's samples/ or the installed package")
     p.add_argument("--truth", metavar="CSV", help="ground truth start,end,label (default: the stream's .csv)")
     add_detector_arguments(p)
     p.add_argument("--json", action="store_true", help="events and the score as JSON lines")
@@ -50,7 +51,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from edge.sources import FileSource
 
     args = build_parser().parse_args(argv)
-    stream = Path(args.stream)
+    stream = _stream_path(args.stream)
     truth_path = Path(args.truth) if args.truth else stream.with_suffix(".csv")
     if not stream.is_file():
         raise AudioError(f"stream {stream} does not exist; pass --stream WAV (a recording with a "
@@ -83,6 +84,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         print(format_report(score, stream=str(stream), truth=str(truth_path)), flush=True)
     return 0
+
+
+def _stream_path(given: str | None) -> Path:
+    """``--stream`` as given, else the shipped demo stream wherever it is (one line naming --stream if none)."""
+    from edge.shipped import find_sample
+
+    if given is not None:
+        path = Path(given)
+        if path.exists() or len(path.parts) != 1:
+            return path
+        return find_sample(path.name.removesuffix(".wav")) or path     # a shipped stream by name: esc10_stream
+    found = find_sample(DEFAULT_STREAM_NAME)
+    if found is None:
+        raise AudioError(f"no demo stream here ({DEFAULT_STREAM_NAME}.wav ships in samples/ and in the wheel); "
+                         "pass --stream WAV, a recording with a start,end,label CSV beside it")
+    return found
 
 
 def cli() -> None:

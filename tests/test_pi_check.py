@@ -327,3 +327,20 @@ def test_pi_check_end_to_end(tmp_path_factory, tmp_path):
     assert kinds["stream"]["events"] >= 1 and kinds["stream"]["events_equal"]
     assert all(row["ok"] for row in r["rows"])
     assert "pi-check passed" in proc.stdout
+
+
+def test_the_pi_side_gets_this_trees_wheel_and_no_source_to_import(tmp_path):
+    cache = pc.Cache(tmp_path / "cache")
+    (cache.src / "edge").mkdir(parents=True)                  # what an editable-install cache left behind
+    (cache.src / "firmware_assets").symlink_to(REPO / "firmware_assets")
+    wheel = pc.sync_src(cache)
+    assert wheel.parent == cache.src / "dist" and wheel.name.startswith("auricle-")
+    assert sorted(p.name for p in cache.src.iterdir()) == ["dist"]
+    assert (REPO / "firmware_assets" / "kws_mobilenet_edge" / "manifest.json").is_file()   # the link only went
+    import zipfile
+    assert "edge/bundles/kws_mobilenet_edge/model_int8.tflite" in zipfile.ZipFile(wheel).namelist()
+    probe = {"machine": "aarch64", "python": pc.PI_PYTHON + ".2", "edge_file": str(REPO / "edge" / "__init__.py")}
+    problems = pc.probe_problems(probe, cache)
+    assert any("not from the wheel installed in the venv" in p for p in problems), problems
+    probe["edge_file"] = str(cache.venv / "lib" / "python3.11" / "site-packages" / "edge" / "__init__.py")
+    assert not any("not from the wheel" in p for p in pc.probe_problems(probe, cache))

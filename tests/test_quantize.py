@@ -70,8 +70,10 @@ def manifest_of(bundle_dir: Path) -> dict:
 def test_cli_script_writes_the_bundle(cli_bundle, bundle):
     _, proc = cli_bundle
     names = sorted(p.name for p in bundle.iterdir())
-    assert names == ["labels.txt", "manifest.json", "model_data.cc", "model_data.h", "model_float32.tflite",
-                     "model_int8.tflite", "report.json"]   # the tiny run has no report.md / plots
+    assert names == ["labels.txt", "manifest.json", "model_float32.tflite", "model_int8.tflite",
+                     "report.json"]   # the tiny run has no report.md / plots; no C array unless --c-array
+    c = manifest_of(bundle)["c_array"]
+    assert c["written"] is False and c["regenerate"].startswith("python converters/c_array.py ")
     assert "verification on 24 test clips" in proc.stdout
     assert "Edge TPU ready" in proc.stdout
     assert "calibrating: 32/32" in proc.stderr            # progress during the long steps
@@ -205,13 +207,14 @@ def test_c_array_compiles_and_holds_the_tflite_bytes(bundle, tmp_path):
     if gcc is None:
         pytest.skip("no system gcc")
     model = (bundle / "model_int8.tflite").read_bytes()
-    src = (bundle / "model_data.cc").read_text()
+    assert c_array.main([str(bundle / "model_int8.tflite"), "--out", str(tmp_path)]) == 0   # the manifest's command
+    src = (tmp_path / "model_data.cc").read_text()
     assert c_array.parse_c_array(src) == model
     assert "alignas(16) const unsigned char g_model_data[]" in src
     assert f"const unsigned int g_model_data_len = {len(model)};" in src
     obj = tmp_path / "model_data.o"
-    subprocess.run([gcc, "-c", "-fdata-sections", "-Wall", "-Werror", str(bundle / "model_data.cc"), "-o", str(obj)],
-                   check=True, capture_output=True, cwd=bundle, timeout=120)
+    subprocess.run([gcc, "-c", "-fdata-sections", "-Wall", "-Werror", str(tmp_path / "model_data.cc"), "-o",
+                    str(obj)], check=True, capture_output=True, cwd=tmp_path, timeout=120)
     if objcopy is None:
         pytest.skip("no objcopy to read the compiled array back")
     blob = tmp_path / "array.bin"
@@ -294,6 +297,8 @@ def test_an_op_without_int8_kernel_fails_loudly_and_is_not_edgetpu_ready():
 def test_killed_conversion_leaves_the_old_bundle_then_next_run_cleans_up(bundle, run_dir, tmp_path):
     target = tmp_path / "assets" / "tiny_edge"
     shutil.copytree(bundle, target)
+    tuned = {"threshold": 0.7, "smooth": 3, "min_gap": 0.5, "tuned_on": "a validation stream"}
+    (target / "manifest.json").write_text(json.dumps({**manifest_of(target), "detector": tuned}))
     before = tree_hashes(target)
     proc = subprocess.Popen([PY, str(SCRIPT), "--run", str(run_dir), "--out", str(target), "--representative", "16"],
                             cwd=REPO, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -318,9 +323,11 @@ def test_killed_conversion_leaves_the_old_bundle_then_next_run_cleans_up(bundle,
     assert temp.exists() and temp.parent == target.parent                # the leftover lives beside it
     load_bundle(target)
 
-    # the next run removes the dead process's temp folder; float32 over the size limit is not written
+    # the next run removes the dead process's temp folder; float32 over the size limit is not written; the
+    # uint8 (Coral) re-conversion of the same run keeps the tuned detector block
     m = q.quantize_run(run=run_dir, out=target, io="uint8", representative=16, float_max_mb=0, c_array_max_mb=0,
-                       data=str(tiny_run.DATA_DIR), also=("float16",), progress=False, report=None)
+                       data=str(tiny_run.DATA_DIR), also=("float16",), progress=False, report=None, c_array=True)
+    assert m["detector"] == tuned and manifest_of(target)["detector"] == tuned
     assert not temp.exists()
     assert not [p for p in target.parent.iterdir() if p.name.startswith(".")]
     assert not (target / "model_float32.tflite").exists()
@@ -386,6 +393,32 @@ def test_empty_representative_set(run_copy, tmp_path, capsys):
     (run_copy / "split.csv").write_text(text)
     code, err = run_main(["--run", str(run_copy), "--out", str(tmp_path / "b")], capsys)
     assert_one_line_error(code, err, "no 'train' clips", "would be empty")
+
+
+def test_a_shipped_bundle_is_replaced_only_with_force(run_dir, capsys):
+    shipped = REPO / "firmware_assets" / "kws_mobilenet_edge"
+    before = tree_hashes(shipped)
+    code, err = run_main(["--run", str(run_dir), "--out", str(shipped)], capsys)
+    assert code == 2 and "firmware_assets/kws_mobilenet_edge is a file the repository ships" in err
+    assert "--force" in err and len(err.strip().splitlines()) == 1
+    assert tree_hashes(shipped) == before
+
+
+def test_a_detector_tuned_for_another_run_or_labels_is_not_carried_over(run_dir, bundle, tmp_path):
+    from training.run_folder import load_run
+
+    run = load_run(run_dir)
+    cfg = q.QuantizeConfig(run=str(run_dir), out=str(tmp_path / "b"))
+    target = tmp_path / "b"
+    shutil.copytree(bundle, target)
+    m = {**manifest_of(bundle), "detector": {"threshold": 0.7}}
+    (target / "manifest.json").write_text(json.dumps(m))
+    assert q._previous_detector(target, cfg, run) == {"threshold": 0.7}
+    (target / "manifest.json").write_text(json.dumps({**m, "labels": [*m["labels"], "extra"]}))
+    assert q._previous_detector(target, cfg, run) is None
+    other = {**m, "conversion": {**m["conversion"], "resolved": {**m["conversion"]["resolved"], "run": "runs/x"}}}
+    (target / "manifest.json").write_text(json.dumps(other))
+    assert q._previous_detector(target, cfg, run) is None
 
 
 def test_unwritable_output(run_dir, tmp_path, capsys):

@@ -5,7 +5,7 @@ Every clip comes from the Speech Commands v0.02 test set and from a speaker in t
 draw -- never by what a model says about them. Between words: silence plus a continuous bed of background
 noise cut from test-split ``_silence_`` clips, 20 dB below the speech.
 
-    python -m tools.make_sample_stream --data ../shared/data/speech_commands_v0.02_test --out samples/
+    python -m tools.make_sample_stream --data ../shared/data/speech_commands_v0.02_test --out samples/ --force
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import numpy as np
 
 from edge.errors import AuricleError, run_cli
 from edge.fileio import atomic_writer
+from edge.shipped import refuse_to_replace
 
 KEYWORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 SR = 16000
@@ -86,7 +87,10 @@ def build(*, data: Path, out: Path, seed: int = 7, duration: float = 20.0, split
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=Path("../shared/data/speech_commands_v0.02_test"))
-    p.add_argument("--out", type=Path, default=Path("samples"))
+    p.add_argument("--out", type=Path, default=Path("results/streams"),
+                   help="folder for NAME.wav and NAME.csv (default results/streams; the shipped samples/ stream "
+                        "is replaced only with --force)")
+    p.add_argument("--force", action="store_true", help="replace a stream the repository ships (samples/)")
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--duration", type=float, default=20.0, help="seconds; one keyword per 2 s")
     p.add_argument("--split", choices=("train", "val", "test"), default="test",
@@ -96,6 +100,8 @@ def main(argv=None) -> int:
                         "speaker-grouped fold from tools.group_folds) instead of the sha1 rule")
     p.add_argument("--name", default="speech_commands_stream")
     a = p.parse_args(argv)
+    for suffix in (".wav", ".csv"):
+        refuse_to_replace(a.out / f"{a.name}{suffix}", force=a.force, what="--out")
     wav, truth = build(data=a.data, out=a.out, seed=a.seed, duration=a.duration, split=a.split, name=a.name,
                        split_file=a.split_file)
     print(f"wrote {wav} and {truth}")

@@ -6,7 +6,7 @@ that userland once, caches it outside the repo, and then, under ``qemu-aarch64-s
 emulation, no binfmt, no root needed after the first build), does what a Pi user does:
 
     python3 -m venv .venv
-    .venv/bin/pip install -e '.[edge]'          # pip running *on aarch64* picks the wheels
+    .venv/bin/pip install 'dist/auricle-*.whl[edge]'   # the wheel of this tree; pip *on aarch64* picks the rest
     .venv/bin/python -m edge.listen --list-devices
     .venv/bin/python -m edge.listen --file STREAM --json            (the default bundle)
     .venv/bin/python -m edge.listen --file CLIP --json --model B     (every shipped int8 bundle, one clip each)
@@ -21,8 +21,9 @@ on stderr and exit 2.
 The cache (``$AURICLE_PI_CACHE``, default ``~/.cache/auricle/pi-check``) holds:
 
     root/      arm64 bookworm: ``debootstrap --foreign --variant=minbase`` + ``dpkg-deb -x`` of its .debs
-    venv/      the Pi-side venv, made by the root's python3 -m venv + ensurepip + pip install -e '.[edge]'
-    src/       the Pi-side "checkout": setup.cfg, pyproject.toml, edge/ (re-copied on every run)
+    venv/      the Pi-side venv, made by the root's python3 -m venv + ensurepip + pip install 'WHEEL[edge]'
+    src/       the Pi-side working folder: dist/ holds the wheel, built from this tree on every run and
+               reinstalled (--no-deps) into a cached venv; no source to import, so the installed one runs
     logs/      debootstrap, venv, ensurepip, pip and probe output; last-report.json: the last comparison
 
 Delete the folder for a cold run. The venv is rebuilt when setup.cfg or pyproject.toml change, or with
@@ -59,6 +60,7 @@ import contextlib
 import dataclasses
 import datetime
 import fcntl
+import importlib.util
 import json
 import os
 import re
@@ -90,7 +92,7 @@ APT_FOR_TOOL = {"qemu-aarch64-static": "qemu-user-static", "debootstrap": "deboo
 DEBIAN_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 
 ROOT_FORMAT = 1                         # bump to force a new root
-VENV_FORMAT = 1                         # bump to force a new venv
+VENV_FORMAT = 2                         # bump to force a new venv (2: the wheel, not an editable install)
 
 DEFAULT_BUNDLE_NAME = "kws_mobilenet_edge"
 DEFAULT_STREAM = "samples/speech_commands_stream.wav"
@@ -523,20 +525,35 @@ def guest_env(cache: Cache, cpu: str, *, pip: bool = False) -> dict[str, str]:
     return env
 
 
-def sync_src(cache: Cache) -> None:
-    """The Pi-side checkout: packaging files once, edge/ fresh on every run (the venv installs it -e)."""
+def sync_src(cache: Cache) -> Path:
+    """The Pi-side working folder: this tree's wheel in ``dist/`` (built on the host; it is pure Python), and
+    nothing importable beside it, so the emulated runs use what the wheel installed. Returns the wheel."""
     cache.src.mkdir(parents=True, exist_ok=True)
-    for name in ("setup.cfg", "pyproject.toml", "README.md", "LICENSE"):
-        if (REPO / name).is_file():
-            shutil.copy2(REPO / name, cache.src / name)
-    dst = cache.src / "edge"
-    if dst.exists():
-        shutil.rmtree(dst)
-    shutil.copytree(REPO / "edge", dst, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-    link = cache.src / "firmware_assets"   # so the default-bundle lookup (repo_root()/firmware_assets) works
-    if link.is_symlink() or link.exists():
-        link.unlink()
-    link.symlink_to(REPO / "firmware_assets")
+    for stale in ("edge", "firmware_assets", "dist", "setup.cfg", "pyproject.toml", "README.md", "LICENSE"):
+        path = cache.src / stale                      # (earlier versions installed a copied source tree -e)
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.is_symlink() or path.exists():
+            path.unlink()
+    isolation = ["--no-build-isolation"] if importlib.util.find_spec("setuptools") else []
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", *isolation, "-w",
+                           str(cache.src / "dist"), str(REPO)], cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
+    wheels = sorted((cache.src / "dist").glob("auricle-*.whl"))
+    if proc.returncode != 0 or len(wheels) != 1:
+        raise PiCheckError(f"building the wheel failed: {one_line(tail(proc.stderr, 3))}")
+    return wheels[0]
+
+
+def install_wheel(cache: Cache, wheel: Path, *, cpu: str) -> None:
+    """This run's wheel into a cached venv (its dependencies are there already): pip on emulated aarch64."""
+    say("emulated: pip install --no-deps --force-reinstall the wheel of this tree")
+    proc = _run_logged([str(cache.venv / "bin/python"), "-m", "pip", "install", "-q", "--no-deps",
+                        "--force-reinstall", "--no-index", str(wheel)], env=guest_env(cache, cpu, pip=True),
+                       cwd=cache.src, log=cache.logs / "pip-wheel.log", timeout=1200, what="pip install WHEEL")
+    if proc.returncode != 0:
+        raise PiCheckError(f"emulated pip install of {wheel.name} failed (log {cache.logs / 'pip-wheel.log'}): "
+                           f"{one_line(tail(proc.stderr, 3))}")
 
 
 def _run_logged(cmd: list[str], *, env: dict[str, str], cwd: Path, log: Path, timeout: int, what: str
@@ -550,9 +567,9 @@ def _run_logged(cmd: list[str], *, env: dict[str, str], cwd: Path, log: Path, ti
     return proc
 
 
-def build_venv(cache: Cache, requirements: Sequence[str], *, cpu: str, expected: dict[str, dict[str, str]]
-               ) -> dict[str, Any]:
-    """The Pi user's install, run on emulated aarch64: python3 -m venv, then pip install -e '.[edge]'."""
+def build_venv(cache: Cache, requirements: Sequence[str], *, cpu: str, expected: dict[str, dict[str, str]],
+               wheel: Path) -> dict[str, Any]:
+    """The Pi user's install, run on emulated aarch64: python3 -m venv, then pip install 'WHEEL[edge]'."""
     if cache.venv.exists():
         shutil.rmtree(cache.venv)
     cache.venv_stamp.unlink(missing_ok=True)
@@ -571,10 +588,10 @@ def build_venv(cache: Cache, requirements: Sequence[str], *, cpu: str, expected:
     if proc.returncode != 0:
         raise PiCheckError(f"emulated ensurepip failed (log {cache.logs / 'ensurepip.log'}): "
                            f"{one_line(tail(proc.stderr, 3))}")
-    cmd = [vpy, "-m", "pip", "install", "-e", ".[edge]"]
-    say("emulated: .venv/bin/pip install -e '.[edge]' (pip on aarch64 picks the wheels)")
+    cmd = [vpy, "-m", "pip", "install", f"{wheel}[edge]"]
+    say(f"emulated: .venv/bin/pip install '{wheel.name}[edge]' (pip on aarch64 picks the wheels)")
     proc = _run_logged(cmd, env=guest_env(cache, cpu, pip=True), cwd=cache.src, log=cache.logs / "pip.log",
-                       timeout=2400, what="pip install -e '.[edge]'")
+                       timeout=2400, what="pip install 'WHEEL[edge]'")
     if proc.returncode != 0:
         raise PiCheckError(explain_pip_failure(proc.stdout + proc.stderr, where=f"pip on emulated aarch64, log "
                                                f"{cache.logs / 'pip.log'}"))
@@ -636,6 +653,8 @@ def probe_problems(p: dict[str, Any], cache: Cache) -> list[str]:
     problems = []
     if p.get("machine") != "aarch64":
         problems.append(f"platform.machine() is {p.get('machine')!r}, not aarch64")
+    if not str(p.get("edge_file", "")).startswith(str(cache.venv) + os.sep):
+        problems.append(f"edge was imported from {p.get('edge_file')}, not from the wheel installed in the venv")
     if not str(p.get("python", "")).startswith(PI_PYTHON + "."):
         problems.append(f"python is {p.get('python')}, not {PI_PYTHON}")
     if p.get("forbidden_importable"):
@@ -1015,7 +1034,7 @@ def prepare_pi(cache: Cache, args: argparse.Namespace, requirements: Sequence[st
     for d in (cache.home, cache.tmp, cache.logs):
         d.mkdir(parents=True, exist_ok=True)
     write_cpuinfo(cache, args.cpu)
-    sync_src(cache)
+    wheel = sync_src(cache)
     write_wrappers(cache, qemu)
     cold_venv = args.refresh or not venv_ready(cache, requirements)
     if cold_venv:
@@ -1024,8 +1043,10 @@ def prepare_pi(cache: Cache, args: argparse.Namespace, requirements: Sequence[st
         expected = resolve_aarch64_wheels(requirements, python=py86)
         print_versions("host pip expects for aarch64 cp311",
                        {n: expected.get(canonical(n), {}).get("version") for n in EDGE_PACKAGES})
-        build_venv(cache, requirements, cpu=args.cpu, expected=expected)
+        build_venv(cache, requirements, cpu=args.cpu, expected=expected, wheel=wheel)
         phases["venv_s"] = time.monotonic() - t
+    else:
+        install_wheel(cache, wheel, cpu=args.cpu)
     return PiSide(cache, cold_root, cold_venv, _read_json(cache.venv_stamp) or {})
 
 

@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="false accepts per hour allowed on the validation negatives (default 1)")
     p.add_argument("--hop", type=float, default=None, help="seconds between windows (default: edge.listen's)")
     p.add_argument("--dry-run", action="store_true", help="print the grid and the choice, change nothing")
+    p.add_argument("--force", action="store_true", help="rewrite the manifest of a bundle the repository ships")
     return p
 
 
@@ -82,8 +83,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from edge.detector import DEFAULT_HOP
     from edge.evaluate import evaluate
     from edge.fileio import write_json_atomic
+    from edge.shipped import refuse_to_replace
 
     a = build_parser().parse_args(argv)
+    if not a.dry_run:
+        refuse_to_replace(a.bundle / MANIFEST, force=a.force, what="--bundle's manifest")
     truth = a.stream.with_suffix(".csv")
     if not a.stream.is_file() or not truth.is_file():
         raise AuricleError(f"need {a.stream} and {truth}; build them with python -m tools.make_sample_stream "
