@@ -86,8 +86,9 @@ DEB_INCLUDE = ("python3", "python3-venv", "libportaudio2")
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 EDGE_PACKAGES = ("numpy", "ai-edge-litert", "sounddevice", "soundfile")   # versions printed
 # never importable on the Pi side: the point of the edge/ dependency rule (DESIGN.md)
-FORBIDDEN = ("tensorflow", "keras", "librosa", "pydub", "tflite_runtime", "torch", "jax", "training",
-             "converters")
+FORBIDDEN = ("tensorflow", "keras", "librosa", "pydub", "tflite_runtime", "torch", "jax")
+# installed by the wheel (one package, three namespaces) but never loaded by the device commands
+NOT_LOADED = FORBIDDEN + ("training", "converters")
 APT_FOR_TOOL = {"qemu-aarch64-static": "qemu-user-static", "debootstrap": "debootstrap", "dpkg-deb": "dpkg"}
 DEBIAN_KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 
@@ -617,6 +618,7 @@ def version(n):
         return None
 out["versions"] = {n: version(n) for n in names + ["cffi", "auricle"]}
 forbidden = %(forbidden)r
+not_loaded = %(not_loaded)r
 out["forbidden_importable"] = [n for n in forbidden if importlib.util.find_spec(n) is not None]
 import edge, edge.listen, edge.demo, edge.interpreter, edge.microphone, edge.detector, edge.bundle, edge.features
 out["edge_file"] = edge.__file__
@@ -628,13 +630,14 @@ out["libsndfile"] = soundfile.__libsndfile_version__
 maps = [l.split(None, 5)[-1].strip() for l in open("/proc/self/maps") if "/" in l]
 out["portaudio_lib"] = next((p for p in maps if "libportaudio" in p), None)
 out["libsndfile_lib"] = next((p for p in maps if "sndfile" in p), None)
-out["heavy_modules"] = sorted({m.split(".")[0] for m in sys.modules} & set(forbidden))
+out["heavy_modules"] = sorted({m.split(".")[0] for m in sys.modules} & set(not_loaded))
 print("PROBE " + json.dumps(out))
 """
 
 
 def probe(cache: Cache, cpu: str) -> dict[str, Any]:
-    code = PROBE % {"names": list(EDGE_PACKAGES), "forbidden": list(FORBIDDEN)}
+    code = PROBE % {"names": list(EDGE_PACKAGES), "forbidden": list(FORBIDDEN),
+                    "not_loaded": list(NOT_LOADED)}
     proc = _run_logged([str(cache.venv / "bin/python"), "-c", code], env=guest_env(cache, cpu), cwd=cache.src,
                        log=cache.logs / "probe.log", timeout=600, what="the probe")
     line = next((l for l in proc.stdout.splitlines() if l.startswith("PROBE ")), None)
