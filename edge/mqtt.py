@@ -132,7 +132,8 @@ class MqttPublisher:
         self._send_lock = threading.RLock()    # the held list and the pending list; never taken in paho's thread
         self._held: list[str] = []             # event payloads waiting for the discovery hold to end
         self._hold_until = 0.0                 # time.monotonic() when the hold ends (set in paho's thread)
-        self._tcp_open = False                 # the TCP (and TLS) connection was made, for the error message
+        self._timer: threading.Timer | None = None   # the one timer that ends the hold (newest announcement)
+        self._timer_lock = threading.Lock()
         self.events = self.published = self.dropped = self.queued_offline = 0
         self.connects = self.disconnects = 0
 
@@ -190,6 +191,9 @@ class MqttPublisher:
         return self
 
     def _stop_client(self) -> None:
+        with self._timer_lock:
+            if self._timer is not None:
+                self._timer.cancel()
         client, self._client = self._client, None
         if client is not None:
             try:
@@ -204,9 +208,27 @@ class MqttPublisher:
         self._hold_until = time.monotonic() + cfg.discovery_wait
         client.publish(cfg.discovery_topic, json.dumps(config), qos=1, retain=True)
         client.publish(cfg.availability_topic, ONLINE, qos=1, retain=True)
-        timer = threading.Timer(cfg.discovery_wait, self._release)
+        self._arm(cfg.discovery_wait)
+
+    def _arm(self, seconds: float) -> None:
+        """(Re)start the timer that ends the hold; the one it replaces is cancelled, so a flood of
+        ``homeassistant/status`` messages leaves one waiting thread, not one per message."""
+        timer = threading.Timer(max(0.0, seconds), self._hold_over)
         timer.daemon = True
-        timer.start()
+        with self._timer_lock:
+            old, self._timer = self._timer, timer
+            timer.start()
+        if old is not None:
+            old.cancel()
+
+    def _hold_over(self) -> None:
+        """The timer's end of a hold. A timer may wake before ``time.monotonic()`` says the hold is over (on
+        Python 3.10 its timeout follows the wall clock, which a Pi steps at boot): then it waits again."""
+        left = self._hold_until - time.monotonic()
+        if self.connected and left > 0:
+            self._arm(left)
+        else:
+            self._release()
 
     # paho callbacks (paho's network thread) ---------------------------------------------------------
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
@@ -277,7 +299,8 @@ class MqttPublisher:
         return self.connected and time.monotonic() < self._hold_until
 
     def _release(self, *, force: bool = False) -> None:
-        """Send the held events, in order, once the discovery hold is over (timer thread, or ``close``)."""
+        """Send the held events, in order, once the discovery hold is over (timer thread, ``publish_event``
+        or ``close``)."""
         with self._send_lock:
             if self._client is None or (self._holding() and not force):
                 return                            # a newer announcement holds them longer: its timer sends them
@@ -300,6 +323,8 @@ class MqttPublisher:
             raise AuricleError("MqttPublisher.publish_event called before connect() or after close()")
         payload = event_payload(ev, bundle_name=self.bundle_name, device_name=self.cfg.device_name, source=source)
         with self._send_lock:
+            if self._held and not self._holding():
+                self._release()                   # the hold is over and its timer is late
             self.events += 1
             self._settle()
             full = len(self._pending) + len(self._held) >= self.cfg.queue_limit

@@ -6,6 +6,7 @@ sockets; every wait is bounded.
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import threading
@@ -14,7 +15,7 @@ import uuid
 
 import pytest
 
-from test_mqtt import REPO, broker, listen_cmd, need_paho, paho  # noqa: F401  (broker: the fixture)
+from test_mqtt import REPO, Subscriber, broker, listen_cmd, need_paho, paho  # noqa: F401  (broker: the fixture)
 
 SUBSCRIBE_DELAY = 0.8      # Home Assistant 2026.2 subscribed 0.13 s after discovery; a busy Pi takes longer
 
@@ -129,3 +130,51 @@ def test_tls_to_a_plain_port_is_named_a_failed_tls_handshake(broker):
     text = str(err.value)
     assert text.startswith(f"the TLS handshake with the MQTT broker at 127.0.0.1:{broker.port} failed"), text
     assert "leave out --mqtt-tls" in text and "is running" not in text
+
+
+def publisher(port: int, wait: float, name: str):
+    from edge.mqtt import MqttConfig, MqttPublisher
+
+    cfg = MqttConfig(host="127.0.0.1", port=port, device_name=name, discovery_wait=wait, flush_seconds=2.0)
+    return MqttPublisher(cfg, bundle_name="b", labels=["yes"], log=open(os.devnull, "w")).connect()
+
+
+def yes(t: float):
+    from edge import Event
+
+    return Event(time=t, label="yes", score=0.9, window=0)
+
+
+def test_a_flood_of_home_assistant_announcements_leaves_one_hold_timer(broker):
+    sub = Subscriber(broker.port)
+    pub = publisher(broker.port, 3.0, "flood")
+    try:
+        for _ in range(100):
+            sub.client.publish("homeassistant/status", "online", qos=1)
+        # each announcement re-sends discovery (paho's bounded queue may refuse some of those re-sends)
+        sub.wait(lambda: len(sub.on("homeassistant/event/flood/sound/config")) >= 50, what="50 announcements")
+        assert sum(isinstance(t, threading.Timer) for t in threading.enumerate()) <= 2
+        t0 = time.monotonic()
+        assert pub.publish_event(yes(1.0))
+        sub.wait(lambda: sub.on("auricle/flood/event"), timeout=10, what="the event after the hold")
+        assert time.monotonic() - t0 < 3.0 + 5.0 and pub.stats()["published"] == 1
+    finally:
+        pub.close()
+        sub.client.disconnect()
+        sub.client.loop_stop()
+
+
+def test_a_hold_timer_that_wakes_early_still_sends_the_held_events(broker):
+    """On Python 3.10 a timer's timeout follows the wall clock, which a Pi steps at boot: the timer can wake
+    before the hold (monotonic) is over. Simulated by moving the hold's end past the real timer."""
+    sub = Subscriber(broker.port)
+    pub = publisher(broker.port, 1.0, "early")
+    try:
+        pub._hold_until = time.monotonic() + 2.5           # the timer, armed for 1 s, now wakes "early"
+        assert pub.publish_event(yes(1.0))
+        sub.wait(lambda: sub.on("auricle/early/event"), timeout=10, what="the held event, before close()")
+    finally:
+        pub.close()
+        sub.client.disconnect()
+        sub.client.loop_stop()
+
