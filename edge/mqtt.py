@@ -367,7 +367,7 @@ class MqttPublisher:
         if client is None:
             return self.stats()
         hold = self._hold_until - time.monotonic()
-        if self.connected and hold > 0:          # events held for discovery still get their full flush time
+        if self._held and self.connected and hold > 0:    # held events still get their full flush time
             time.sleep(min(hold, self.cfg.discovery_wait))
         self._release(force=True)
         self._wait_pending(self.cfg.flush_seconds)

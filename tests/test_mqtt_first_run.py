@@ -178,3 +178,9 @@ def test_a_hold_timer_that_wakes_early_still_sends_the_held_events(broker):
         sub.client.disconnect()
         sub.client.loop_stop()
 
+
+def test_close_does_not_wait_for_a_hold_when_nothing_is_held(broker):
+    pub = publisher(broker.port, 30.0, "idle")
+    t0 = time.monotonic()
+    stats = pub.close()
+    assert time.monotonic() - t0 < 10.0 and stats["events"] == 0
