@@ -24,8 +24,9 @@ config, and an event published before that (QoS 1 but not retained) would be los
 A broker that goes away never stops listening: paho reconnects in its own thread with exponential backoff
 (``RECONNECT_MIN`` s doubling up to ``RECONNECT_MAX`` s) while events wait in a bounded queue
 (``--mqtt-queue``, default ``DEFAULT_QUEUE`` events). When the queue is full, new events are dropped and
-counted. On exit, unacknowledged events get up to ``FLUSH_SECONDS`` to be delivered; what is left is counted
-as undelivered. The counts go into listen's summary under ``"mqtt"``.
+counted (a queue full of events held for discovery, the broker connected, makes the next event wait
+instead). On exit, unacknowledged events get up to ``FLUSH_SECONDS`` to be delivered; what is left is
+counted as undelivered. The counts go into listen's summary under ``"mqtt"``.
 """
 from __future__ import annotations
 
@@ -322,6 +323,7 @@ class MqttPublisher:
         if self._client is None:
             raise AuricleError("MqttPublisher.publish_event called before connect() or after close()")
         payload = event_payload(ev, bundle_name=self.bundle_name, device_name=self.cfg.device_name, source=source)
+        self._wait_for_room()
         with self._send_lock:
             if self._held and not self._holding():
                 self._release()                   # the hold is over and its timer is late
@@ -344,6 +346,19 @@ class MqttPublisher:
             return False
         self._dropping = False
         return True
+
+    def _wait_for_room(self) -> None:
+        """A queue filled by events held for discovery, with the broker connected, is not a broker that is
+        away: wait for the hold to end and the broker to acknowledge them (at most ``discovery_wait`` +
+        ``flush_seconds``) rather than drop the new event. A small ``--mqtt-queue`` on a first run lost
+        every event past the queue size otherwise."""
+        limit, deadline = self.cfg.queue_limit, self._hold_until + self.cfg.flush_seconds
+        if not (self.connected and (self._held or self._holding()) and self.pending >= limit):
+            return
+        while self.connected and self.pending >= limit and time.monotonic() < deadline:
+            if self._held and not self._holding():
+                self._release()
+            time.sleep(0.01)
 
     def _wait_pending(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds

@@ -132,6 +132,14 @@ def test_tls_to_a_plain_port_is_named_a_failed_tls_handshake(broker):
     assert "leave out --mqtt-tls" in text and "is running" not in text
 
 
+def test_a_small_queue_does_not_drop_events_held_for_discovery(broker):
+    """Events held for discovery with the broker connected are not waiting for an absent broker: a queue
+    smaller than what a first run publishes during the hold must not drop them."""
+    got, summary = first_run(broker.port, "--mqtt-queue", "3")
+    assert summary["mqtt"]["dropped"] == 0 and summary["mqtt"]["published"] == 9, summary["mqtt"]
+    assert len(got) == 9
+
+
 def publisher(port: int, wait: float, name: str):
     from edge.mqtt import MqttConfig, MqttPublisher
 
