@@ -95,6 +95,8 @@ CHUNK = {"rate": 16000, "width": 2, "channels": 1}
     (b"[1, 2]\n", "bad-event", ["'type'"]),
     (header("describe", data_length="ten"), "bad-event", ["not a byte count"]),
     (header("audio-start", {"rate": 16000}), "bad-event", ["malformed", "KeyError"]),
+    (b"[" * 5000 + b"\n", "bad-event", ["header is not JSON"]),                  # nested too deep for json
+    (header("describe", data_length=4000) + b"[" * 4000, "bad-event", ["data is not JSON"]),
 ])
 def test_a_bad_event_gets_one_error_event_and_the_connection_closes(server, raw, code, words):
     with server.connect() as sock:
