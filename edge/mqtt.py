@@ -352,7 +352,8 @@ class MqttPublisher:
         away: wait for the hold to end and the broker to acknowledge them (at most ``discovery_wait`` +
         ``flush_seconds``) rather than drop the new event. A small ``--mqtt-queue`` on a first run lost
         every event past the queue size otherwise."""
-        limit, deadline = self.cfg.queue_limit, self._hold_until + self.cfg.flush_seconds
+        limit = self.cfg.queue_limit
+        deadline = max(self._hold_until, time.monotonic()) + self.cfg.flush_seconds   # a late timer too
         if not (self.connected and (self._held or self._holding()) and self.pending >= limit):
             return
         while self.connected and self.pending >= limit and time.monotonic() < deadline:
