@@ -44,6 +44,8 @@ from edge.mqtt_config import (DEFAULT_DISCOVERY_PREFIX, DEFAULT_PORT, DEFAULT_QU
                               mqtt_config_from_args, parse_broker)
 from edge.mqtt_config import _CONTROL_HEADROOM, _INSTALL_HINT
 
+_HOLD_LIMIT = 2      # a hold extended by further announcements ends at most this many discovery waits after it began
+
 __all__ = ["MqttConfig", "MqttPublisher", "add_mqtt_arguments", "mqtt_config_from_args", "parse_broker",
            "device_id", "discovery_config", "event_payload", "open_publisher", "import_paho"]
 
@@ -133,6 +135,7 @@ class MqttPublisher:
         self._send_lock = threading.RLock()    # the held list and the pending list; never taken in paho's thread
         self._held: list[str] = []             # event payloads waiting for the discovery hold to end
         self._hold_until = 0.0                 # time.monotonic() when the hold ends (set in paho's thread)
+        self._hold_started = 0.0               # ... and when the hold now on began
         self._timer: threading.Timer | None = None   # the one timer that ends the hold (newest announcement)
         self._timer_lock = threading.Lock()
         self.events = self.published = self.dropped = self.queued_offline = 0
@@ -206,10 +209,14 @@ class MqttPublisher:
         """Discovery config and "online", both retained (runs in paho's thread, on every connect)."""
         cfg = self.cfg
         config = discovery_config(cfg, bundle_name=self.bundle_name, labels=self.labels)
-        self._hold_until = time.monotonic() + cfg.discovery_wait
+        now = time.monotonic()
+        if now >= self._hold_until:                 # a new hold; one that is on is extended, up to a limit:
+            self._hold_started = now                # announcements more often than the wait (any broker
+        self._hold_until = min(now + cfg.discovery_wait,       # client may publish them) must not hold
+                               self._hold_started + _HOLD_LIMIT * cfg.discovery_wait)  # events for ever
         client.publish(cfg.discovery_topic, json.dumps(config), qos=1, retain=True)
         client.publish(cfg.availability_topic, ONLINE, qos=1, retain=True)
-        self._arm(cfg.discovery_wait)
+        self._arm(self._hold_until - now)
 
     def _arm(self, seconds: float) -> None:
         """(Re)start the timer that ends the hold; the one it replaces is cancelled, so a flood of

@@ -192,3 +192,21 @@ def test_close_does_not_wait_for_a_hold_when_nothing_is_held(broker):
     t0 = time.monotonic()
     stats = pub.close()
     assert time.monotonic() - t0 < 10.0 and stats["events"] == 0
+
+
+def test_announcements_in_a_loop_do_not_hold_events_for_ever(broker):
+    """Each homeassistant/status "online" extends the hold; a client publishing it more often than the wait
+    must not keep events from being sent (the hold ends at most two waits after it began)."""
+    sub = Subscriber(broker.port)
+    pub = publisher(broker.port, 1.0, "loop")
+    try:
+        assert pub.publish_event(yes(1.0))                  # held: the connect's hold is on
+        t0 = time.monotonic()
+        while not sub.on("auricle/loop/event") and time.monotonic() - t0 < 6.0:
+            sub.client.publish("homeassistant/status", "online", qos=1)
+            time.sleep(0.2)
+        assert sub.on("auricle/loop/event"), "the event stayed held while the announcements went on"
+    finally:
+        pub.close()
+        sub.client.disconnect()
+        sub.client.loop_stop()
