@@ -210,10 +210,11 @@ class MqttPublisher:
         cfg = self.cfg
         config = discovery_config(cfg, bundle_name=self.bundle_name, labels=self.labels)
         now = time.monotonic()
-        if now >= self._hold_until:                 # a new hold; one that is on is extended, up to a limit:
-            self._hold_started = now                # announcements more often than the wait (any broker
-        self._hold_until = min(now + cfg.discovery_wait,       # client may publish them) must not hold
-                               self._hold_started + _HOLD_LIMIT * cfg.discovery_wait)  # events for ever
+        # a new hold, or the one that is on extended, to at most _HOLD_LIMIT waits from its start: announcements
+        # more often than the wait (any client of the broker may publish them) must not hold events for ever
+        if now >= self._hold_until:
+            self._hold_started = now
+        self._hold_until = min(now + cfg.discovery_wait, self._hold_started + _HOLD_LIMIT * cfg.discovery_wait)
         client.publish(cfg.discovery_topic, json.dumps(config), qos=1, retain=True)
         client.publish(cfg.availability_topic, ONLINE, qos=1, retain=True)
         self._arm(self._hold_until - now)
