@@ -21,10 +21,11 @@ SUBSCRIBE_DELAY = 0.8      # Home Assistant 2026.2 subscribed 0.13 s after disco
 
 
 class HomeAssistantLike:
-    """Subscribes to ``homeassistant/#``; SUBSCRIBE_DELAY s after a discovery config it subscribes to that
-    config's ``state_topic`` (as HA's MQTT event entity does once it is created) and records the events."""
+    """Subscribes to ``homeassistant/#``; ``delay`` s after a discovery config it subscribes to that config's
+    ``state_topic`` (as HA's MQTT event entity does once it is created) and records the events."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, delay: float = SUBSCRIBE_DELAY) -> None:
+        self.delay = delay
         self.events: list[dict] = []
         self.configs = 0
         self._lock = threading.Lock()
@@ -42,7 +43,7 @@ class HomeAssistantLike:
         if msg.topic.startswith("homeassistant/") and msg.topic.endswith("/config") and msg.payload:
             topic = json.loads(msg.payload)["state_topic"]
             self.configs += 1
-            threading.Timer(SUBSCRIBE_DELAY, lambda: client.subscribe(topic, qos=1)).start()
+            threading.Timer(self.delay, lambda: client.subscribe(topic, qos=1)).start()
         elif not msg.topic.startswith("homeassistant/"):
             with self._lock:
                 self.events.append(json.loads(msg.payload))
@@ -52,9 +53,9 @@ class HomeAssistantLike:
         self.client.loop_stop()
 
 
-def first_run(port: int, *extra: str) -> tuple[list[dict], dict]:
+def first_run(port: int, *extra: str, delay: float = SUBSCRIBE_DELAY) -> tuple[list[dict], dict]:
     """A --file run of a device the broker has never seen; what the HA-like subscriber got, and the summary."""
-    ha = HomeAssistantLike(port)
+    ha = HomeAssistantLike(port, delay)
     try:
         r = subprocess.run(listen_cmd(port, "--device-name", f"new-{uuid.uuid4().hex[:6]}", *extra),
                            capture_output=True, text=True, cwd=REPO, timeout=120)
@@ -78,7 +79,9 @@ def test_a_first_run_reaches_a_subscriber_that_subscribes_after_discovery(broker
 
 def test_without_the_discovery_wait_a_first_run_loses_events(broker):
     """The failure the wait prevents: events published at once miss the entity being created."""
-    got, summary = first_run(broker.port, "--mqtt-discovery-wait", "0")
+    # the subscriber takes 3 s here: a listener slowed down by busy CPUs must still publish its first event
+    # before the subscription, or the run would deliver everything and show nothing
+    got, summary = first_run(broker.port, "--mqtt-discovery-wait", "0", delay=3.0)
     assert summary["mqtt"]["published"] == 9          # the broker took them all ...
     assert len(got) < 9                               # ... but the late subscriber never saw some
 
