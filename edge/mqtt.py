@@ -24,8 +24,9 @@ config, and an event published before that (QoS 1 but not retained) would be los
 A broker that goes away never stops listening: paho reconnects in its own thread with exponential backoff
 (``RECONNECT_MIN`` s doubling up to ``RECONNECT_MAX`` s) while events wait in a bounded queue
 (``--mqtt-queue``, default ``DEFAULT_QUEUE`` events). When the queue is full, new events are dropped and
-counted. On exit, unacknowledged events get up to ``FLUSH_SECONDS`` to be delivered; what is left is counted
-as undelivered. The counts go into listen's summary under ``"mqtt"``.
+counted (a queue full of events held for discovery, the broker connected, makes the next event wait
+instead). On exit, unacknowledged events get up to ``FLUSH_SECONDS`` to be delivered; what is left is
+counted as undelivered. The counts go into listen's summary under ``"mqtt"``.
 """
 from __future__ import annotations
 
@@ -42,6 +43,8 @@ from edge.mqtt_config import (DEFAULT_DISCOVERY_PREFIX, DEFAULT_PORT, DEFAULT_QU
                               DEFAULT_TOPIC, OFFLINE, ONLINE, MqttConfig, add_mqtt_arguments, device_id,
                               mqtt_config_from_args, parse_broker)
 from edge.mqtt_config import _CONTROL_HEADROOM, _INSTALL_HINT
+
+_HOLD_LIMIT = 2      # a hold extended by further announcements ends at most this many discovery waits after it began
 
 __all__ = ["MqttConfig", "MqttPublisher", "add_mqtt_arguments", "mqtt_config_from_args", "parse_broker",
            "device_id", "discovery_config", "event_payload", "open_publisher", "import_paho"]
@@ -132,7 +135,9 @@ class MqttPublisher:
         self._send_lock = threading.RLock()    # the held list and the pending list; never taken in paho's thread
         self._held: list[str] = []             # event payloads waiting for the discovery hold to end
         self._hold_until = 0.0                 # time.monotonic() when the hold ends (set in paho's thread)
-        self._tcp_open = False                 # the TCP (and TLS) connection was made, for the error message
+        self._hold_started = 0.0               # ... and when the hold now on began
+        self._timer: threading.Timer | None = None   # the one timer that ends the hold (newest announcement)
+        self._timer_lock = threading.Lock()
         self.events = self.published = self.dropped = self.queued_offline = 0
         self.connects = self.disconnects = 0
 
@@ -190,6 +195,9 @@ class MqttPublisher:
         return self
 
     def _stop_client(self) -> None:
+        with self._timer_lock:
+            if self._timer is not None:
+                self._timer.cancel()
         client, self._client = self._client, None
         if client is not None:
             try:
@@ -201,12 +209,35 @@ class MqttPublisher:
         """Discovery config and "online", both retained (runs in paho's thread, on every connect)."""
         cfg = self.cfg
         config = discovery_config(cfg, bundle_name=self.bundle_name, labels=self.labels)
-        self._hold_until = time.monotonic() + cfg.discovery_wait
+        now = time.monotonic()
+        # a new hold, or the one that is on extended, to at most _HOLD_LIMIT waits from its start: announcements
+        # more often than the wait (any client of the broker may publish them) must not hold events for ever
+        if now >= self._hold_until:
+            self._hold_started = now
+        self._hold_until = min(now + cfg.discovery_wait, self._hold_started + _HOLD_LIMIT * cfg.discovery_wait)
         client.publish(cfg.discovery_topic, json.dumps(config), qos=1, retain=True)
         client.publish(cfg.availability_topic, ONLINE, qos=1, retain=True)
-        timer = threading.Timer(cfg.discovery_wait, self._release)
+        self._arm(self._hold_until - now)
+
+    def _arm(self, seconds: float) -> None:
+        """(Re)start the timer that ends the hold; the one it replaces is cancelled, so a flood of
+        ``homeassistant/status`` messages leaves one waiting thread, not one per message."""
+        timer = threading.Timer(max(0.0, seconds), self._hold_over)
         timer.daemon = True
-        timer.start()
+        with self._timer_lock:
+            old, self._timer = self._timer, timer
+            timer.start()
+        if old is not None:
+            old.cancel()
+
+    def _hold_over(self) -> None:
+        """The timer's end of a hold. A timer may wake before ``time.monotonic()`` says the hold is over (on
+        Python 3.10 its timeout follows the wall clock, which a Pi steps at boot): then it waits again."""
+        left = self._hold_until - time.monotonic()
+        if self.connected and left > 0:
+            self._arm(left)
+        else:
+            self._release()
 
     # paho callbacks (paho's network thread) ---------------------------------------------------------
     def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
@@ -277,7 +308,8 @@ class MqttPublisher:
         return self.connected and time.monotonic() < self._hold_until
 
     def _release(self, *, force: bool = False) -> None:
-        """Send the held events, in order, once the discovery hold is over (timer thread, or ``close``)."""
+        """Send the held events, in order, once the discovery hold is over (timer thread, ``publish_event``
+        or ``close``)."""
         with self._send_lock:
             if self._client is None or (self._holding() and not force):
                 return                            # a newer announcement holds them longer: its timer sends them
@@ -299,7 +331,10 @@ class MqttPublisher:
         if self._client is None:
             raise AuricleError("MqttPublisher.publish_event called before connect() or after close()")
         payload = event_payload(ev, bundle_name=self.bundle_name, device_name=self.cfg.device_name, source=source)
+        self._wait_for_room()
         with self._send_lock:
+            if self._held and not self._holding():
+                self._release()                   # the hold is over and its timer is late
             self.events += 1
             self._settle()
             full = len(self._pending) + len(self._held) >= self.cfg.queue_limit
@@ -319,6 +354,20 @@ class MqttPublisher:
             return False
         self._dropping = False
         return True
+
+    def _wait_for_room(self) -> None:
+        """A queue filled by events held for discovery, with the broker connected, is not a broker that is
+        away: wait for the hold to end and the broker to acknowledge them (at most ``discovery_wait`` +
+        ``flush_seconds``) rather than drop the new event. A small ``--mqtt-queue`` on a first run lost
+        every event past the queue size otherwise."""
+        limit = self.cfg.queue_limit
+        deadline = max(self._hold_until, time.monotonic()) + self.cfg.flush_seconds   # a late timer too
+        if not (self.connected and (self._held or self._holding()) and self.pending >= limit):
+            return
+        while self.connected and self.pending >= limit and time.monotonic() < deadline:
+            if self._held and not self._holding():
+                self._release()
+            time.sleep(0.01)
 
     def _wait_pending(self, seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -342,7 +391,7 @@ class MqttPublisher:
         if client is None:
             return self.stats()
         hold = self._hold_until - time.monotonic()
-        if self.connected and hold > 0:          # events held for discovery still get their full flush time
+        if self._held and self.connected and hold > 0:    # held events still get their full flush time
             time.sleep(min(hold, self.cfg.discovery_wait))
         self._release(force=True)
         self._wait_pending(self.cfg.flush_seconds)

@@ -131,7 +131,7 @@ async def _header(reader: asyncio.StreamReader, first: bytes, limits: ServerLimi
                         "too-large")
     try:
         header = json.loads(line)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):      # RecursionError: nesting too deep
         raise WireError(f"an event header is not JSON: {clean(line[:80])}") from None
     if not isinstance(header, dict) or not isinstance(header.get("type"), str) or \
             not 0 < len(header["type"]) <= 64 or not isinstance(header.get("data", {}), dict):
@@ -148,7 +148,7 @@ async def _data(reader: asyncio.StreamReader, header: dict, limits: ServerLimits
         raw = await within(reader.readexactly(size))
         try:
             extra = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):      # RecursionError: nesting too deep
             raise WireError(f"{what}: its data is not JSON") from None
         if not isinstance(extra, dict):
             raise WireError(f"{what}: its data is not a JSON object")
