@@ -151,19 +151,19 @@ def load_keras(keras: Any, run_dir: Path, want_shape: tuple[int, ...]) -> Any:
 
 
 def _converter() -> tuple[Any, str | None]:
-    """``converters.quantize`` (TensorFlow and the converter's own imports), or None and why not."""
+    """``converters.convert`` (TensorFlow and the converter's own imports), or None and why not."""
     try:
-        return importlib.import_module("converters.quantize"), None
+        return importlib.import_module("converters.convert"), None
     except Exception as exc:
         return None, type(exc).__name__
 
 
-def _export_float32(quantize: Any, keras_model: Any, dst: Path) -> None:
+def _export_float32(convert: Any, keras_model: Any, dst: Path) -> None:
     """The float32 TFLite model, built the way ``converters.quantize`` builds a bundle's, written to ``dst``."""
     dst.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dst.parent) as tmp:
         with captured_fds((1, 2)):           # TensorFlow's converter logs on fds 1/2 (AURICLE_DEBUG=1 shows it)
-            blob = quantize.convert_model(quantize._export_saved_model(keras_model, Path(tmp)), "float32")
+            blob = convert.convert_model(convert.export_saved_model(keras_model, Path(tmp)), "float32")
     write_bytes_atomic(dst, blob)
 
 

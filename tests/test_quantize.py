@@ -24,6 +24,7 @@ import tiny_run  # noqa: E402
 
 from converters import c_array, edgetpu  # noqa: E402
 from converters import quantize as q  # noqa: E402
+from converters import bundle_writer, console, convert, manifest, verify  # noqa: E402
 from edge.bundle import load_bundle  # noqa: E402
 from edge.errors import AuricleError, run_cli  # noqa: E402
 
@@ -176,7 +177,7 @@ def test_manifest_records_paths_relative_to_the_repository(bundle, run_dir):
     assert (REPO / m["conversion"]["resolved"]["data"]).resolve() == tiny_run.DATA_DIR.resolve()
     assert m["conversion"]["resolved"]["data"] == "tests/data/speech_commands"
     assert m["conversion"]["command"].startswith("python converters/quantize.py --run ../")
-    assert q._portable_args(["--out=/a/b", "--run", str(REPO / "runs" / "x"), "-q"])[1:] == ["--run", "runs/x", "-q"]
+    assert manifest.portable_args(["--out=/a/b", "--run", str(REPO / "runs" / "x"), "-q"])[1:] == ["--run", "runs/x", "-q"]
 
 
 def test_manifest_records_the_negatives_it_learned_to_reject_relative_to_the_repository(run_dir):
@@ -187,7 +188,7 @@ def test_manifest_records_the_negatives_it_learned_to_reject_relative_to_the_rep
     neg = [str(REPO / "runs" / "negatives"), "runs/esc10_folds123"]
     noise = [str(REPO / "runs" / "negatives" / "noise")]
     trained = dataclasses.replace(run, train_config={**run.train_config, "negatives": neg, "noise_negatives": noise})
-    t = q._training(trained)
+    t = manifest.training_entry(trained)
     assert t["negatives"] == ["runs/negatives", "runs/esc10_folds123"]
     assert t["noise_negatives"] == ["runs/negatives/noise"]
     assert _machine_specific(t) == []
@@ -231,7 +232,7 @@ def test_edgetpu_check_passes_for_both_networks(network):
 
     model = build_model(network, (97, 40, 1), 8, profile="edge", width=0.25)
     rep = np.random.default_rng(0).normal(size=(8, 97, 40, 1)).astype(np.float32)
-    blob = q.keras_to_tflite(model, ("int8",), representative=rep, io_type="uint8")["int8"]
+    blob = convert.keras_to_tflite(model, ("int8",), representative=rep, io_type="uint8")["int8"]
     report = edgetpu.check_edgetpu(blob)
     assert report.ready, report.problems
     assert all(r.maps for r in report.rows)
@@ -272,7 +273,7 @@ def test_an_op_without_int8_kernel_fails_loudly_and_is_not_edgetpu_ready():
     model = _sin_model()
     rep = np.random.default_rng(0).uniform(size=(6, 16, 8, 1)).astype(np.float32)
     with pytest.raises(AuricleError, match=r"SIN \(op \d+\)"):
-        q.keras_to_tflite(model, ("int8",), representative=rep)
+        convert.keras_to_tflite(model, ("int8",), representative=rep)
 
     # what TFLite makes of it when nobody checks: DEQUANTIZE -> SIN (float) -> QUANTIZE
     def gen():
@@ -283,14 +284,14 @@ def test_an_op_without_int8_kernel_fails_loudly_and_is_not_edgetpu_ready():
     conv.representative_dataset = gen
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8, tf.lite.OpsSet.TFLITE_BUILTINS]
     conv.inference_input_type = conv.inference_output_type = tf.int8
-    with q._quiet():
+    with console.quiet():
         blob = conv.convert()
     report = edgetpu.check_edgetpu(blob)
     assert not report.ready
     assert any(p.startswith("SIN") for p in report.problems)
     assert any("float32 tensor" in p for p in report.problems)
     with pytest.raises(AuricleError, match="SIN"):
-        q.check_full_integer(blob)
+        convert.check_full_integer(blob)
 
 
 # -- atomic writing -------------------------------------------------------------------------------------------
@@ -413,12 +414,12 @@ def test_a_detector_tuned_for_another_run_or_labels_is_not_carried_over(run_dir,
     shutil.copytree(bundle, target)
     m = {**manifest_of(bundle), "detector": {"threshold": 0.7}}
     (target / "manifest.json").write_text(json.dumps(m))
-    assert q._previous_detector(target, cfg, run) == {"threshold": 0.7}
+    assert bundle_writer.previous_detector(target, cfg, run) == {"threshold": 0.7}
     (target / "manifest.json").write_text(json.dumps({**m, "labels": [*m["labels"], "extra"]}))
-    assert q._previous_detector(target, cfg, run) is None
+    assert bundle_writer.previous_detector(target, cfg, run) is None
     other = {**m, "conversion": {**m["conversion"], "resolved": {**m["conversion"]["resolved"], "run": "runs/x"}}}
     (target / "manifest.json").write_text(json.dumps(other))
-    assert q._previous_detector(target, cfg, run) is None
+    assert bundle_writer.previous_detector(target, cfg, run) is None
 
 
 def test_unwritable_output(run_dir, tmp_path, capsys):
@@ -458,13 +459,13 @@ def test_moved_data_and_non_bundle_output(run_copy, tmp_path, capsys):
 def test_representative_selection_is_stratified_seeded_and_train_only():
     rows = [(f"a/{i}.wav", "a") for i in range(50)] + [(f"b/{i}.wav", "b") for i in range(3)] + \
            [(f"c/{i}.wav", "c") for i in range(20)]
-    sel = q.select_representative(rows, 12, seed=1)
+    sel = verify.select_representative(rows, 12, seed=1)
     counts = {lab: sum(1 for _, l2 in sel if l2 == lab) for lab in "abc"}
     assert counts == {"a": 5, "b": 3, "c": 4} or counts == {"a": 4, "b": 3, "c": 5}
-    assert sel == q.select_representative(rows, 12, seed=1)
-    assert sel != q.select_representative(rows, 12, seed=2)
-    assert len(q.select_representative(rows, 1000)) == len(rows)
-    assert len(set(q.select_representative(rows, 1000))) == len(rows)
+    assert sel == verify.select_representative(rows, 12, seed=1)
+    assert sel != verify.select_representative(rows, 12, seed=2)
+    assert len(verify.select_representative(rows, 1000)) == len(rows)
+    assert len(set(verify.select_representative(rows, 1000))) == len(rows)
 
 
 def test_accuracy_gate_exits_1_and_reports(monkeypatch, capsys):
@@ -480,12 +481,12 @@ def test_accuracy_gate_exits_1_and_reports(monkeypatch, capsys):
     cfg = q.QuantizeConfig(run="r", out="o")
     results = {"keras_float": result(y), "tflite_float32": result(y),
                "tflite_int8": result([0, 1, 2, 0, 1, 2, 0, 1, 2, 1])}
-    v = q._verification(results, y, ["a", "b", "c"], {"int8": b"x" * 10, "float32": b"x" * 40}, cfg, "litert", 1)
+    v = verify.verification_summary(results, y, ["a", "b", "c"], {"int8": b"x" * 10, "float32": b"x" * 40}, cfg, "litert", 1)
     assert v["drop_pp"] == pytest.approx(10.0) and v["passed"] is False
     assert v["agreement"]["int8_vs_keras_float"] == pytest.approx(0.9)
     assert v["per_class_recall"]["a"]["diff"] == pytest.approx(-0.25)
     assert v["int8_to_float32_size"] == pytest.approx(0.25)
-    assert any("FAILED" in line for line in q._verification_lines(v, ["a", "b", "c"]))
+    assert any("FAILED" in line for line in verify.verification_lines(v, ["a", "b", "c"]))
 
     def failing(**kwargs):
         raise q.VerificationFailed("int8 test accuracy 0.5 is 10.00 percentage points below float")
