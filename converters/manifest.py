@@ -63,7 +63,7 @@ def _left_out_float(ctx: Conversion, blob: bytes) -> dict[str, Any]:
     return {"sha256": sha256_bytes(blob), "bytes": size,
             "why": f"larger than --float-max-mb {limit:g} (kept out of git); it was used for verification",
             "regenerate": shell_join([*_quantize_command(ctx.cfg), "--float-max-mb",
-                                       str(math.ceil(size / MB) + 1)]),
+                                      str(math.ceil(size / MB) + 1)]),
             "note": f"the sha256 is that of TensorFlow {tf.__version__}'s output",
             "model": {"kind": "float32", "input": inp, "output": outp}}
 
@@ -96,7 +96,7 @@ def _write_c_array(ctx: Conversion, int8: bytes) -> tuple[dict[str, Any], dict[s
 
 
 def model_entries(ctx: Conversion, blobs: dict[str, bytes], paths: dict[str, Path],
-                   files: Files) -> dict[str, Any]:
+                  files: Files) -> dict[str, Any]:
     """The manifest's ``models``: file, input and output spec of every kind the bundle holds."""
     models: dict[str, Any] = {}
     for kind in ("int8", "float32", *ctx.cfg.also):
@@ -110,7 +110,7 @@ def model_entries(ctx: Conversion, blobs: dict[str, bytes], paths: dict[str, Pat
 
 
 def build_manifest(ctx: Conversion, model: Any, shape: tuple[int, ...], clips: Clips, *, models: dict[str, Any],
-              hashes: dict[str, str], verification: dict[str, Any], tpu: dict[str, Any],
+                   hashes: dict[str, str], verification: dict[str, Any], tpu: dict[str, Any],
               files: Files) -> dict[str, Any]:
     import keras
     import tensorflow as tf

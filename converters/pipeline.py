@@ -59,7 +59,7 @@ def quantize_run(*, run: str | os.PathLike[str], out: str | os.PathLike[str], io
     clean_stale(out_path, progress)
     tmp = make_temp(out_path)  # fails early (exit 2) when --out is not writable
     ctx = Conversion(cfg=cfg, run=run_folder, out=out_path, tmp=tmp, progress=progress,
-                      emit=report or (lambda _line: None), timings=timings, previous_detector=previous)
+                     emit=report or (lambda _line: None), timings=timings, previous_detector=previous)
     try:
         manifest = _convert_into(ctx)
         install(tmp, out_path)
@@ -96,7 +96,7 @@ def _convert_into(ctx: Conversion) -> dict[str, Any]:
     ctx.timings.lap("write")
     ctx.timings.seconds["total"] = round(ctx.timings.elapsed(), 2)
     manifest = build_manifest(ctx, model, shape, clips, models=models, hashes=hashes, verification=verification,
-                         tpu=tpu, files=files)
+                              tpu=tpu, files=files)
     if ctx.previous_detector is not None:
         manifest["detector"] = ctx.previous_detector
         ctx.emit("kept the tuned detector settings of the bundle this replaces (same run, same labels); re-tune "
@@ -131,7 +131,7 @@ def _prepare_clips(ctx: Conversion) -> Clips:
     y_test = np.array([label_index[lab] for _, lab in test_rows], dtype=np.int64)
     ctx.timings.lap("features")
     return Clips(representative=rep_rows, rep_frames=rep_frames, test_frames=test_frames, y_test=y_test,
-                  test_owners=owners)
+                 test_owners=owners)
 
 
 def _convert_kinds(ctx: Conversion, model: Any, clips: Clips) -> dict[str, bytes]:

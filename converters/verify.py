@@ -134,7 +134,8 @@ def evaluate(scorer: Callable[[np.ndarray], np.ndarray], frames: np.ndarray, y: 
 
 
 def verification_summary(results: dict[str, dict[str, Any]], y: np.ndarray, labels: Sequence[str],
-                  blobs: dict[str, bytes], cfg: QuantizeConfig, backend: str | None, threads: int) -> dict[str, Any]:
+                         blobs: dict[str, bytes], cfg: QuantizeConfig, backend: str | None,
+                         threads: int) -> dict[str, Any]:
     n = len(y)
     ref, q, f32 = results["keras_float"], results["tflite_int8"], results["tflite_float32"]
     acc = {k: v["metrics"]["accuracy"] for k, v in results.items()}

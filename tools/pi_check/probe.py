@@ -45,7 +45,7 @@ def probe(cache: Cache, cpu: str) -> dict[str, Any]:
     code = PROBE % {"names": list(EDGE_PACKAGES), "forbidden": list(FORBIDDEN),
                     "not_loaded": list(NOT_LOADED)}
     proc = run_logged([str(cache.venv / "bin/python"), "-c", code], env=guest_env(cache, cpu), cwd=cache.src,
-                       log=cache.logs / "probe.log", timeout=600, what="the probe")
+                      log=cache.logs / "probe.log", timeout=600, what="the probe")
     line = next((l for l in proc.stdout.splitlines() if l.startswith("PROBE ")), None)
     if proc.returncode != 0 or line is None:
         raise PiCheckError(f"the emulated venv does not import the edge runtime (exit {proc.returncode}; "

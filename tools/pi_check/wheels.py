@@ -180,20 +180,20 @@ def build_venv(cache: Cache, requirements: Sequence[str], *, cpu: str, expected:
     # wrapper before ensurepip runs it (its symlink would point at the host's x86 /usr/bin/python3)
     say("emulated: python3 -m venv (--without-pip, then the wrapper, then ensurepip)")
     proc = run_logged([str(cache.bin / "python3"), "-m", "venv", "--without-pip", str(cache.venv)], env=env,
-                       cwd=cache.src, log=cache.logs / "venv.log", timeout=600, what="python3 -m venv")
+                      cwd=cache.src, log=cache.logs / "venv.log", timeout=600, what="python3 -m venv")
     if proc.returncode != 0:
         raise PiCheckError(f"emulated python3 -m venv failed: {one_line(tail(proc.stderr, 3))}")
     write_wrappers(cache, find_tool("qemu-aarch64-static") or "qemu-aarch64-static")
     vpy = str(cache.venv / "bin/python")
     proc = run_logged([vpy, "-m", "ensurepip", "--upgrade", "--default-pip"], env=env, cwd=cache.src,
-                       log=cache.logs / "ensurepip.log", timeout=1200, what="ensurepip")
+                      log=cache.logs / "ensurepip.log", timeout=1200, what="ensurepip")
     if proc.returncode != 0:
         raise PiCheckError(f"emulated ensurepip failed (log {cache.logs / 'ensurepip.log'}): "
                            f"{one_line(tail(proc.stderr, 3))}")
     cmd = [vpy, "-m", "pip", "install", f"{wheel}[edge]"]
     say(f"emulated: .venv/bin/pip install '{wheel.name}[edge]' (pip on aarch64 picks the wheels)")
     proc = run_logged(cmd, env=guest_env(cache, cpu, pip=True), cwd=cache.src, log=cache.logs / "pip.log",
-                       timeout=2400, what="pip install 'WHEEL[edge]'")
+                      timeout=2400, what="pip install 'WHEEL[edge]'")
     if proc.returncode != 0:
         raise PiCheckError(explain_pip_failure(proc.stdout + proc.stderr, where=f"pip on emulated aarch64, log "
                                                f"{cache.logs / 'pip.log'}"))
