@@ -81,13 +81,22 @@ def seeded_audio(n: int, sample_rate: int, seed: int = 7) -> np.ndarray:
     return x.astype(np.float32)
 
 
+PROFILE_DEFAULTS = {"edge": features.edge_config, "seed": features.seed_config}
+
+
 def settings_from_bundles(paths: Sequence[str | os.PathLike[str]] | None) -> list[Setting]:
-    """Distinct frontend settings of the bundles (default: all in firmware_assets/, else the two profiles)."""
+    """Distinct frontend settings of the bundles (default: all in firmware_assets/, plus each profile's default
+    settings where no bundle there uses that profile -- the seed bundles are rebuilt by make firmware, not kept)."""
     if paths is None:
         root = repo_root() / "firmware_assets"
         paths = sorted(p for p in root.glob("*") if (p / "manifest.json").is_file()) if root.is_dir() else []
-        if not paths:
-            return [Setting("edge", features.edge_config(), ()), Setting("seed", features.seed_config(), ())]
+        found = _settings_of(paths)
+        have = {s.label for s in found}
+        return found + [Setting(name, make(), ()) for name, make in PROFILE_DEFAULTS.items() if name not in have]
+    return _settings_of(paths)
+
+
+def _settings_of(paths: Sequence[str | os.PathLike[str]]) -> list[Setting]:
     out: dict[str, Setting] = {}
     for path in paths:
         bundle = load_bundle(path, verify=False)
@@ -221,8 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"CPU: {cpu_description()} | numpy {np.__version__} | librosa {_version('librosa')} | {blas} | "
           f"{args.rounds} rounds, medians")
     for s in settings:
-        if s.bundles:
-            print(f"{s.label}: {', '.join(s.bundles)}")
+        print(f"{s.label}: {', '.join(s.bundles) if s.bundles else 'the profile default (no bundle here uses it)'}")
     print("\n".join(format_table(settings, facts)))
     return 0
 
