@@ -39,7 +39,8 @@ class TrainConfig:
     seed: int = 0
     class_weighting: bool = True
     time_limit: float | None = None     # seconds of fitting; then stop cleanly as on SIGINT
-    bn_momentum: float = 0.99           # lower it for runs of only a few dozen steps
+    bn_momentum: float | None = None    # None: from the run's steps (training.bn_check.auto_bn_momentum)
+    precise_bn: bool = True             # re-estimate batch-norm statistics before each validation pass
     jit_compile: bool | str = "auto"    # XLA; False skips a compile that dominates very short runs
     negative_fraction: float = 0.25     # with --negatives: background windows appended per batch (x batch size)
     negative_mix_prob: float = 0.5      # with --negatives: chance a positive gets negative audio mixed under it
@@ -50,6 +51,7 @@ class TrainConfig:
     mine_max_drop: float = 0.01         # a mined model is kept only if validation accuracy fell by at most this
     teacher: str | None = None          # a bundle whose scores are mixed into the targets (knowledge distillation)
     distill_weight: float = 0.5         # share of the teacher's scores in each positive's target
+    init_from: str | None = None        # a run folder whose learnt weights the network starts from
 
     def resolved_width(self) -> float:
         return self.width if self.width is not None else DEFAULT_WIDTH[(self.network, self.profile)]

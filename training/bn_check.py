@@ -1,0 +1,201 @@
+"""Batch-norm health of a model: inference-mode vs training-mode accuracy, precise re-estimation of the
+moving statistics, and the one-line warning a run prints when its own train split is near chance in
+inference mode while its training accuracy is not.
+
+Why: a batch-norm layer normalises with the batch's statistics while training and with moving averages
+(momentum ``m`` per step) in inference mode. After ``s`` steps the averages still hold ``m**s`` of their
+initial values (mean 0, variance 1); a short run on a few hundred clips (6 steps an epoch) leaves them far
+from the features' real statistics, and the network predicts one class in inference mode while it is right
+in training mode. :func:`recalibrate` repairs that exactly ("precise BN": the averages become the mean over
+un-augmented training windows); :class:`PreciseBatchNorm` does it after every epoch's last batch, so
+validation, best-epoch choice, early stopping and the saved model all see repaired statistics.
+
+``python -m training.bn_check RUN`` measures a run folder (its ``model.keras`` and ``checkpoint.keras``).
+Keras is imported inside the functions that use it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from edge.errors import AuricleError, run_cli
+from edge.features import FeatureConfig, to_model_input
+from training.featureset import FeatureSet, random_offsets
+
+__all__ = ["bn_layers", "recalibration_windows", "recalibrate", "mode_accuracies", "collapse_warning",
+           "make_precise_bn_callback", "auto_bn_momentum", "main"]
+
+#: clips whose windows re-estimate the statistics (all of a small train split)
+RECALIBRATION_CLIPS = 1024
+
+
+def bn_layers(model: Any) -> list[Any]:
+    """Every BatchNormalization layer of ``model``, nested models included."""
+    import keras
+
+    found = []
+    for layer in getattr(model, "layers", ()):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            found.append(layer)
+        elif hasattr(layer, "layers"):
+            found.extend(bn_layers(layer))
+    return found
+
+
+def recalibration_windows(fs: FeatureSet, *, clips: int = RECALIBRATION_CLIPS, seed: int = 0) -> np.ndarray:
+    """Model inputs for re-estimation: one un-augmented window per training clip, at a random place inside the
+    clip (long clips: not always their middle), at most ``clips`` clips."""
+    rng = np.random.default_rng([seed, 7])
+    idx = rng.permutation(fs.indices("train"))[:clips]
+    if idx.size == 0:
+        raise AuricleError("no training clips to re-estimate batch-norm statistics with")
+    n = fs.config.n_frames
+    offs = random_offsets(fs, idx, rng, time_shift=False)
+    x = np.stack([np.asarray(fs.padded[i, o:o + n], dtype=np.float32) for i, o in zip(idx, offs)])
+    return to_model_input(x, fs.config)
+
+
+def _batches(x: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
+    for start in range(0, len(x), batch_size):
+        yield x[start:start + batch_size]
+
+
+def recalibrate(model: Any, x: np.ndarray, *, batch_size: int = 64) -> float:
+    """Set every batch-norm layer's moving mean/variance to the average over training-mode passes of ``x`` (no
+    weight update). Returns the drift that repaired: the mean over layers and channels of
+    ``|old moving mean - new| / sqrt(new variance)`` (0: the averages were already right)."""
+    layers = bn_layers(model)
+    if not layers or len(x) == 0:
+        return 0.0
+    old = [np.asarray(layer.moving_mean) for layer in layers]
+    saved = [layer.momentum for layer in layers]
+    try:
+        for n, batch in enumerate(_batches(x, batch_size), start=1):
+            for layer in layers:   # cumulative average: moving = (n-1)/n * moving + 1/n * batch
+                layer.momentum = (n - 1) / n
+            model(batch, training=True)
+    finally:
+        for layer, m in zip(layers, saved):
+            layer.momentum = m
+    drift = [np.mean(np.abs(o - np.asarray(layer.moving_mean)) / np.sqrt(np.asarray(layer.moving_variance) + 1e-3))
+             for o, layer in zip(old, layers)]
+    return float(np.mean(drift))
+
+
+def mode_accuracies(model: Any, x: np.ndarray, y: np.ndarray, *, batch_size: int = 64) -> dict[str, float]:
+    """Accuracy of ``model`` on windows ``x`` in inference mode (moving statistics) and in training mode
+    (each batch's own statistics; dropout on, as the optimiser sees it), and the share of the commonest
+    inference-mode prediction (1.0: one class for everything)."""
+    inf = np.concatenate([np.argmax(np.asarray(model(b, training=False)), axis=-1) for b in _batches(x, batch_size)])
+    layers = bn_layers(model)
+    saved = [(np.asarray(la.moving_mean), np.asarray(la.moving_variance)) for la in layers]
+    order = np.random.default_rng(0).permutation(len(x))   # batches of mixed classes, as in training
+    trn = np.empty(len(x), dtype=np.int64)
+    for k in range(0, len(x), batch_size):
+        sel = order[k:k + batch_size]
+        trn[sel] = np.argmax(np.asarray(model(x[sel], training=True)), axis=-1)
+    for la, (mean, var) in zip(layers, saved):   # a training-mode call moves the averages: put them back
+        la.moving_mean.assign(mean)
+        la.moving_variance.assign(var)
+    return {"inference": float(np.mean(inf == y)), "training_mode": float(np.mean(trn == y)),
+            "top_prediction_share": float(np.bincount(inf).max() / max(1, inf.size))}
+
+
+def collapse_warning(inference_train_accuracy: float, training_accuracy: float, num_classes: int) -> str | None:
+    """The one line for a model that is near chance on its own train split in inference mode while its
+    training accuracy is not; ``None`` when it is healthy."""
+    chance = 1.0 / max(2, num_classes)
+    near_chance = inference_train_accuracy < chance + 0.1 * (1 - chance)
+    learnt = training_accuracy > chance + 0.25 * (1 - chance)
+    if near_chance and learnt and training_accuracy - inference_train_accuracy > 0.15:
+        return (f"batch-norm collapse: inference-mode accuracy on the train split is {inference_train_accuracy:.3f} "
+                f"(chance {chance:.3f}) while training accuracy reached {training_accuracy:.3f}: the moving "
+                "statistics do not fit the weights; train without --no-precise-bn, or with a lower --bn-momentum")
+    return None
+
+
+def auto_bn_momentum(total_steps: int) -> float:
+    """Batch-norm momentum for a run of ``total_steps`` optimiser steps: 0.99 (Keras's default) when the run
+    is long, else low enough that the moving averages forget their initial values within a tenth of the run
+    (``m ** (steps / 10) <= 0.01``), floored at 0.9."""
+    if total_steps <= 0:
+        return 0.99
+    m = 0.01 ** (10.0 / total_steps)
+    return float(round(min(0.99, max(0.9, m)), 4))
+
+
+def make_precise_bn_callback(fs: FeatureSet, steps_per_epoch: int, *, seed: int = 0) -> Any:
+    """A Keras callback that re-estimates the batch-norm statistics (:func:`recalibrate`) after each epoch's
+    last training batch -- before Keras runs validation -- and keeps the drift it repaired per epoch."""
+    import keras
+
+    class PreciseBatchNorm(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.drift: list[float] = []
+            self.epoch = 0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == steps_per_epoch - 1 or self.model.stop_training:
+                x = recalibration_windows(fs, seed=seed + self.epoch)
+                self.drift.append(round(recalibrate(self.model, x), 4))
+
+    return PreciseBatchNorm()
+
+
+# -- CLI: measure a run folder --------------------------------------------------------------------------------
+def _run_featureset(run: Path) -> FeatureSet:
+    from training import data as dataio
+    from training.train import build_featureset
+
+    cfg = json.loads((run / "train_config.json").read_text())
+    naming = dataio.Naming(**cfg["naming"]) if cfg.get("naming") else None
+    fs, _ = build_featureset(cfg["data"], cfg["profile"], clip_seconds=cfg.get("clip_seconds"), naming=naming,
+                             progress=False)
+    fs.config = FeatureConfig.from_json((run / "feature_config.json").read_text())
+    return fs
+
+
+def _measure(model: Any, fs: FeatureSet) -> dict[str, Any]:
+    from training.featureset import model_inputs
+
+    out: dict[str, Any] = {}
+    for split in ("train", "val"):
+        idx = fs.indices(split)
+        out[split] = mode_accuracies(model, model_inputs(fs, idx), fs.y[idx])
+    out["drift"] = recalibrate(model, recalibration_windows(fs))
+    for split in ("train", "val"):
+        idx = fs.indices(split)
+        out[split]["recalibrated"] = mode_accuracies(model, model_inputs(fs, idx), fs.y[idx])["inference"]
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    import keras
+
+    p = argparse.ArgumentParser(prog="python -m training.bn_check",
+                                description="Inference-mode vs training-mode accuracy of a run's models on its "
+                                            "train and validation splits, before and after re-estimating the "
+                                            "batch-norm statistics (the run's data folder is read again).")
+    p.add_argument("run", help="a run folder of training.train")
+    args = p.parse_args(argv)
+    run = Path(args.run)
+    if not (run / "train_config.json").is_file():
+        raise AuricleError(f"{run} is not a run folder (no train_config.json); pass the --out of training.train")
+    fs = _run_featureset(run)
+    for name in ("model.keras", "checkpoint.keras"):
+        if (run / name).is_file():
+            model = keras.saving.load_model(run / name, safe_mode=True)
+            print(name, json.dumps(_measure(model, fs)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
