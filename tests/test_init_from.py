@@ -38,7 +38,8 @@ def source_run(tmp_path_factory) -> Path:
     out.mkdir()
     fc = dataclasses.replace(edge_config(), norm_mean=-45.0, norm_std=20.0)
     cfg = TrainConfig(network="mobilenet", profile="edge", width=0.25)
-    save_model_atomic(build_model("mobilenet", model_input_shape(fc), 12, profile="edge", width=0.25), out / "model.keras")
+    model = build_model("mobilenet", model_input_shape(fc), 12, profile="edge", width=0.25)
+    save_model_atomic(model, out / "model.keras")
     write_feature_config(out, fc)
     write_json_atomic(out / "train_config.json", cfg.to_dict())
     return out

@@ -10,24 +10,21 @@ in training mode. :func:`recalibrate` repairs that exactly ("precise BN": the av
 un-augmented training windows); :class:`PreciseBatchNorm` does it after every epoch's last batch, so
 validation, best-epoch choice, early stopping and the saved model all see repaired statistics.
 
-``python -m training.bn_check RUN`` measures a run folder (its ``model.keras`` and ``checkpoint.keras``).
-Keras is imported inside the functions that use it.
+``python -m training.bn_probe RUN`` measures a run folder with these functions. Keras is imported inside the
+functions that use it.
 """
 from __future__ import annotations
 
-import argparse
-import json
-from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator
 
 import numpy as np
 
-from edge.errors import AuricleError, run_cli
-from edge.features import FeatureConfig, to_model_input
+from edge.errors import AuricleError
+from edge.features import to_model_input
 from training.featureset import FeatureSet, random_offsets
 
 __all__ = ["bn_layers", "recalibration_windows", "recalibrate", "mode_accuracies", "collapse_warning",
-           "make_precise_bn_callback", "auto_bn_momentum", "main"]
+           "make_precise_bn_callback", "auto_bn_momentum", "bn_summary"]
 
 #: clips whose windows re-estimate the statistics (all of a small train split)
 RECALIBRATION_CLIPS = 1024
@@ -150,52 +147,12 @@ def make_precise_bn_callback(fs: FeatureSet, steps_per_epoch: int, *, seed: int 
     return PreciseBatchNorm()
 
 
-# -- CLI: measure a run folder --------------------------------------------------------------------------------
-def _run_featureset(run: Path) -> FeatureSet:
-    from training import data as dataio
-    from training.train import build_featureset
-
-    cfg = json.loads((run / "train_config.json").read_text())
-    naming = dataio.Naming(**cfg["naming"]) if cfg.get("naming") else None
-    fs, _ = build_featureset(cfg["data"], cfg["profile"], clip_seconds=cfg.get("clip_seconds"), naming=naming,
-                             progress=False)
-    fs.config = FeatureConfig.from_json((run / "feature_config.json").read_text())
-    return fs
-
-
-def _measure(model: Any, fs: FeatureSet) -> dict[str, Any]:
-    from training.featureset import model_inputs
-
-    out: dict[str, Any] = {}
-    for split in ("train", "val"):
-        idx = fs.indices(split)
-        out[split] = mode_accuracies(model, model_inputs(fs, idx), fs.y[idx])
-    out["drift"] = recalibrate(model, recalibration_windows(fs))
-    for split in ("train", "val"):
-        idx = fs.indices(split)
-        out[split]["recalibrated"] = mode_accuracies(model, model_inputs(fs, idx), fs.y[idx])["inference"]
+def bn_summary(model: Any, precise_bn: Any) -> dict[str, Any]:
+    """What a run's summary records: the batch-norm momentum it used and, with precise BN, the drift each
+    epoch's re-estimation repaired."""
+    layers = bn_layers(model)
+    out: dict[str, Any] = {"momentum": float(layers[0].momentum) if layers else None,
+                           "precise_bn": precise_bn is not None}
+    if precise_bn is not None:
+        out["drift_per_epoch"] = precise_bn.drift
     return out
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    import keras
-
-    p = argparse.ArgumentParser(prog="python -m training.bn_check",
-                                description="Inference-mode vs training-mode accuracy of a run's models on its "
-                                            "train and validation splits, before and after re-estimating the "
-                                            "batch-norm statistics (the run's data folder is read again).")
-    p.add_argument("run", help="a run folder of training.train")
-    args = p.parse_args(argv)
-    run = Path(args.run)
-    if not (run / "train_config.json").is_file():
-        raise AuricleError(f"{run} is not a run folder (no train_config.json); pass the --out of training.train")
-    fs = _run_featureset(run)
-    for name in ("model.keras", "checkpoint.keras"):
-        if (run / name).is_file():
-            model = keras.saving.load_model(run / name, safe_mode=True)
-            print(name, json.dumps(_measure(model, fs)), flush=True)
-    return 0
-
-
-if __name__ == "__main__":
-    run_cli(main)

@@ -25,7 +25,7 @@ from training.config import TrainConfig
 from training.run_folder import FEATURE_CONFIG, MODEL, TRAIN_CONFIG
 
 __all__ = ["InitSource", "read_source", "check_frontend", "adopt_normalisation", "frozen_epochs",
-           "transfer_weights", "set_backbone_trainable", "HEAD"]
+           "transfer_weights", "set_backbone_trainable", "with_source_network", "init_backbone", "HEAD"]
 
 #: the classifier layer every network of :mod:`training.models` ends with (the one that is not transferred)
 HEAD = "predictions"
@@ -118,3 +118,29 @@ def set_backbone_trainable(model: Any, trainable: bool) -> None:
     for layer in model.layers:
         if layer.name != HEAD:
             layer.trainable = trainable
+
+
+def with_source_network(config: TrainConfig) -> TrainConfig:
+    """With ``--init-from``: the source run's network and width (its weights only fit those)."""
+    if not config.init_from:
+        return config
+    source = read_source(config.init_from)
+    if (source.network, source.width) != (config.network, config.resolved_width()):
+        print(f"--init-from: network {source.network} at width {source.width:g}, as {source.path} was trained",
+              flush=True)
+    return dataclasses.replace(config, network=source.network, width=source.width)
+
+
+def init_backbone(model: Any, cfg: TrainConfig) -> int:
+    """The source run's weights in every layer of ``model`` but the classifier, and the backbone frozen for the
+    frozen phase. Returns that phase's epochs (the caller compiles for them)."""
+    import keras
+
+    source = keras.saving.load_model(Path(cfg.init_from) / MODEL, safe_mode=True)
+    n = transfer_weights(source, model)
+    k = frozen_epochs(cfg.epochs)
+    print(f"--init-from {cfg.init_from}: {n} layers of learnt weights, new classifier; {k} frozen epoch(s), then "
+          "all layers", flush=True)
+    if k:
+        set_backbone_trainable(model, False)
+    return k

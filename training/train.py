@@ -31,10 +31,10 @@ from training import weights_io
 from training.config import NETWORKS, STUDY_TARGETS, Frontend, TrainConfig, frontend_config
 from training.featureset import (AugmentConfig, FeatureSet, augment_batch, class_weights, frames_of, model_inputs,
                                  normalisation_stats, pad_frames_for, padded_log_mel)
-from training.bn_check import auto_bn_momentum, make_precise_bn_callback
+from training.bn_check import auto_bn_momentum, bn_summary, make_precise_bn_callback
 from training.distill import Teacher, soft_targets
-from training.init_from import (adopt_normalisation, check_frontend, frozen_epochs, read_source,
-                                set_backbone_trainable, transfer_weights)
+from training.init_from import (adopt_normalisation, check_frontend, frozen_epochs, init_backbone, read_source,
+                                set_backbone_trainable, with_source_network)
 from training.mining import NegativeMixer, foreground_mask, mine_labelled, window_false_accepts
 from training.negatives import NOISE_LABEL, background_label, load_negative_bank
 from training.report import write_report
@@ -345,26 +345,13 @@ def _start_model(fs: FeatureSet, cfg: TrainConfig, out: Path, *, resume: bool, d
                 print(f"--resume: no checkpoint in {out}; starting fresh", file=sys.stderr)
             model = _compiled_model(fs, cfg, train_size)
             if cfg.init_from:
-                _init_backbone(model, cfg, train_size)
+                k = init_backbone(model, cfg)
+                if k:
+                    _compile(model, cfg, int(np.ceil(train_size / cfg.batch_size)) * k, cfg.learning_rate)
             start = _Start(model, 0, -1.0)
     if start.epoch >= cfg.epochs:
         print(f"checkpoint is already at epoch {start.epoch} >= --epochs {cfg.epochs}; nothing to train")
     return start
-
-
-def _init_backbone(model: Any, cfg: TrainConfig, train_size: int) -> None:
-    """``--init-from``: the source run's weights in every layer but the classifier; the backbone frozen and the
-    model compiled for the frozen phase."""
-    import keras
-
-    source = keras.saving.load_model(Path(cfg.init_from) / MODEL, safe_mode=True)
-    n = transfer_weights(source, model)
-    k = frozen_epochs(cfg.epochs)
-    print(f"--init-from {cfg.init_from}: {n} layers of learnt weights, new classifier; {k} frozen epoch(s), then "
-          "all layers", flush=True)
-    if k:
-        set_backbone_trainable(model, False)
-        _compile(model, cfg, int(np.ceil(train_size / cfg.batch_size)) * k, cfg.learning_rate)
 
 
 def _unfreeze(start: _Start, cfg: TrainConfig, out: Path, train_size: int) -> _Start:
@@ -445,18 +432,6 @@ def _summary(cfg: TrainConfig, out: Path, seconds: float, interrupted: int | Non
             "backend": keras.backend.backend(), "device": _device_name()}
 
 
-def _bn_summary(model: Any, precise_bn: Any) -> dict[str, Any]:
-    """The batch-norm momentum the run used and, with precise BN, the drift each epoch's re-estimation repaired."""
-    from training.bn_check import bn_layers
-
-    layers = bn_layers(model)
-    out: dict[str, Any] = {"momentum": float(layers[0].momentum) if layers else None,
-                           "precise_bn": precise_bn is not None}
-    if precise_bn is not None:
-        out["drift_per_epoch"] = precise_bn.drift
-    return out
-
-
 def fit(fs: FeatureSet, cfg: TrainConfig, out: Path, *, resume: bool = False, distribute: bool = False,
         verbose: int = 1, negatives: NegativeMixer | None = None) -> dict[str, Any]:
     """Train on a FeatureSet; writes model.keras (best), checkpoint, history.csv into ``out``.
@@ -464,6 +439,7 @@ def fit(fs: FeatureSet, cfg: TrainConfig, out: Path, *, resume: bool = False, di
     Returns a summary dict (epochs run, best val accuracy, training seconds, stop reason)."""
     out.mkdir(parents=True, exist_ok=True)
     train_idx, val_idx = _train_and_val(fs)
+    cfg = cfg.with_batch_size(train_idx.size)
     if cfg.init_from:
         source = read_source(cfg.init_from)
         check_frontend(source, fs.config)
@@ -489,7 +465,7 @@ def fit(fs: FeatureSet, cfg: TrainConfig, out: Path, *, resume: bool = False, di
     if not (out / MODEL).is_file():   # interrupted before one epoch ended: keep what there is
         save_model_atomic(start.model, out / MODEL)
     summary = _summary(cfg, out, seconds, interrupted, resume)
-    summary["batch_norm"] = _bn_summary(start.model, precise_bn)
+    summary["batch_norm"] = bn_summary(start.model, precise_bn)
     if negatives is not None and cfg.mine_rounds > 0 and not interrupted:
         mining = mine_and_fine_tune(fs, cfg, out, negatives, weights, verbose=verbose)
         summary["mining"] = mining
@@ -607,22 +583,11 @@ def _check_config(config: TrainConfig) -> None:
         raise AuricleError(f"--network must be one of {NETWORKS}, got {config.network!r}")
     if config.target_accuracy is not None and not 0 < config.target_accuracy <= 1:
         raise AuricleError(f"--target-accuracy must be in (0, 1], got {config.target_accuracy}")
-    if config.epochs < 1 or config.batch_size < 1:
+    if config.epochs < 1 or (config.batch_size is not None and config.batch_size < 1):
         raise AuricleError("--epochs and --batch-size must be >= 1")
     _check_negative_settings(config)
     if not 0 <= config.distill_weight <= 1:
         raise AuricleError(f"--distill-weight must be in [0, 1], got {config.distill_weight}")
-
-
-def _with_source_network(config: TrainConfig) -> TrainConfig:
-    """With ``--init-from``: the source run's network and width (its weights only fit those)."""
-    if not config.init_from:
-        return config
-    source = read_source(config.init_from)
-    if (source.network, source.width) != (config.network, config.resolved_width()):
-        print(f"--init-from: network {source.network} at width {source.width:g}, as {source.path} was trained",
-              flush=True)
-    return dataclasses.replace(config, network=source.network, width=source.width)
 
 
 def _check_negative_settings(config: TrainConfig) -> None:
@@ -705,7 +670,7 @@ def train(*, data: str | Path | None, out: str | Path, config: TrainConfig, feat
           noise_negatives: Sequence[str | Path] = ()) -> dict[str, Any]:
     """Everything ``python -m training.train`` does: load, fit, evaluate, write the run folder."""
     _check_config(config)
-    config = _with_source_network(config)
+    config = with_source_network(config)
     if noise_negatives and not negatives:
         raise AuricleError("--noise-negatives names parts of the --negatives; pass --negatives too")
     out = Path(out)
@@ -718,6 +683,7 @@ def train(*, data: str | Path | None, out: str | Path, config: TrainConfig, feat
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise AuricleError(f"cannot create run folder {out}: {exc.strerror}; choose a writable --out") from None
+    config = config.with_batch_size(int((fs.split == "train").sum()))
     mixer = _negative_mixer(fs, config, negatives, cache_dir, noise_negatives) if negatives else None
     write_json_atomic(out / TRAIN_CONFIG, {**config.to_dict(), "data": str(data) if data else None,
                                            "features": str(features) if features else None,
@@ -786,7 +752,8 @@ def _frontend_from(args: argparse.Namespace) -> Frontend:
 
 def _add_fit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=TrainConfig.epochs)
-    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size,
+                   help="default: 64 for large train splits, down to 16 so that an epoch has about 20 steps")
     p.add_argument("--lr", type=float, default=TrainConfig.learning_rate, help="peak learning rate (AdamW, cosine)")
     p.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay, help="AdamW decoupled weight decay")
     p.add_argument("--dropout", type=float, default=TrainConfig.dropout, help="dropout before the classifier")
