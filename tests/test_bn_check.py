@@ -59,3 +59,11 @@ def test_momentum_from_the_run_s_steps():
     assert auto_bn_momentum(100_000) == 0.99                # long runs keep Keras's default
     m = auto_bn_momentum(1200)
     assert 0.9 < m < 0.99 and m ** 120 <= 0.0101            # forgets its start within a tenth of the run
+
+
+def test_batch_size_from_the_train_split():
+    from training.config import TrainConfig
+
+    assert TrainConfig().resolved_batch_size(322) == 16         # ESC-10's train split: ~20 steps an epoch
+    assert TrainConfig().resolved_batch_size(3965) == 64        # the keyword data keeps its batch
+    assert TrainConfig(batch_size=8).resolved_batch_size(3965) == 8

@@ -119,3 +119,14 @@ def test_the_shipped_keyword_split_is_unchanged():
     report = json.loads((REPO / "firmware_assets" / "kws_mobilenet_edge" / "report.json").read_text())
     assert Counter(c.split for c in found.clips) == report["split_sizes"]
     assert all(c.split == split_of(c.group) for c in found.clips)
+
+
+def test_subset_split_keeps_evaluation_rows_and_n_train_clips_per_class():
+    from training.subset_split import subset_rows
+
+    rows = [{"path": f"{c}/{i}.flac", "split": "train"} for c in ("dog", "rain") for i in range(12)]
+    rows += [{"path": f"{c}/v{i}.flac", "split": s} for c in ("dog", "rain") for i, s in enumerate(["val", "test"])]
+    five, ten = subset_rows(rows, 5), subset_rows(rows, 10)
+    assert Counter(r["path"].split("/")[0] for r in five if r["split"] == "train") == {"dog": 5, "rain": 5}
+    assert [r for r in five if r["split"] != "train"] == rows[-4:]
+    assert {r["path"] for r in five} <= {r["path"] for r in ten}     # nested: the learning curve's sets grow
