@@ -145,12 +145,12 @@ def markdown_report(report: dict[str, Any]) -> str:
 
 def _collapse(metrics: dict[str, Any], history: dict[str, list[float]], num_classes: int) -> str | None:
     """The batch-norm collapse line (:func:`training.bn_check.collapse_warning`): the saved model's
-    inference-mode accuracy on train windows against the training accuracy of the epoch it was saved at."""
-    acc, val = history.get("accuracy"), history.get("val_accuracy")
+    inference-mode accuracy on train windows against the best training accuracy of the run (not that of the
+    saved epoch: a collapsed run's best-epoch choice is itself broken and tends to keep the first epoch)."""
+    acc = history.get("accuracy")
     if "train" not in metrics or not acc:
         return None
-    epoch = int(np.argmax(val)) if val and len(val) == len(acc) else len(acc) - 1
-    return collapse_warning(metrics["train"]["window_accuracy"], acc[epoch], num_classes)
+    return collapse_warning(metrics["train"]["window_accuracy"], max(acc), num_classes)
 
 
 def write_report(out: Path, fs, cfg, summary: dict[str, Any], *, skipped: Sequence = (),
