@@ -396,9 +396,10 @@ def _run_fit(start: _Start, batches: Any, validation: tuple[np.ndarray, np.ndarr
 
 def _fit_phases(start: _Start, batches: Any, validation: Any, cfg: TrainConfig, out: Path, verbose: int,
                 precise_bn: Any, train_size: int) -> int | None:
-    """One fit; with ``--init-from`` on a fresh start, the frozen phase first, then all layers."""
-    k = frozen_epochs(cfg.epochs) if cfg.init_from and start.epoch == 0 else 0
-    if not k:
+    """One fit; with ``--init-from``, the frozen phase first (a checkpoint from inside it resumes it, its layers
+    still frozen), then all layers."""
+    k = frozen_epochs(cfg.epochs) if cfg.init_from else 0
+    if start.epoch >= k:
         return _run_fit(start, batches, validation, cfg, out, verbose, precise_bn)
     interrupted = _run_fit(start, batches, validation, cfg, out, verbose, precise_bn, end=k)
     if interrupted or start.model.stop_training:
