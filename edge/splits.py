@@ -17,3 +17,52 @@ def split_of(group: str) -> str:
     if bucket < SPLIT_BOUNDS[0]:
         return "train"
     return "val" if bucket < SPLIT_BOUNDS[1] else "test"
+
+
+#: what each split rule is called in run folders and reports
+SHA1_RULE = "sha1(group) % 100: <80 train, 80-89 val, >=90 test"
+DEALT_RULE = ("groups dealt (the sha1 rule left a split empty): the two smallest groups to validation and test, "
+              "then each group, in sha1 order, to the split furthest below 80/10/10 of the clips")
+BY_CLIP_RULE = ("split by clip (fewer than 3 groups): clips dealt as groups of one, so groups (speakers) cross "
+                "splits")
+SPLIT_TARGETS = {"train": 0.8, "val": 0.1, "test": 0.1}
+
+
+def _hash(group: str) -> str:
+    return hashlib.sha1(group.encode("utf-8")).hexdigest()
+
+
+def deal_groups(sizes: dict[str, int]) -> dict[str, str]:
+    """Split of each group (``sizes``: clips per group, >= 3 groups) such that train, validation and test all
+    get at least one group and the clips come close to 80/10/10; deterministic (sizes and sha1 order only)."""
+    if len(sizes) < 3:
+        raise ValueError(f"dealing needs at least 3 groups, got {len(sizes)}")
+    by_size = sorted(sizes, key=lambda g: (sizes[g], _hash(g)))
+    out = {by_size[0]: "val", by_size[1]: "test"}
+    total = sum(sizes.values())
+    have = {"train": 0, "val": sizes[by_size[0]], "test": sizes[by_size[1]]}
+    for g in sorted(by_size[2:], key=_hash):
+        split = max(SPLITS, key=lambda s: (SPLIT_TARGETS[s] * total - have[s], s == "train"))
+        out[g] = split
+        have[split] += sizes[g]
+    return out
+
+
+def choose_splits(groups: list[str]) -> tuple[list[str], str]:
+    """The split of each item given its group, and the rule that made it: the sha1 rule when it leaves no
+    split empty (the project's figures), else groups dealt (>= 3 groups), else the items dealt one by one
+    (their position is their group)."""
+    hashed = [split_of(g) for g in groups]
+    if set(hashed) == set(SPLITS) or not groups:
+        return hashed, SHA1_RULE
+    sizes: dict[str, int] = {}
+    for g in groups:
+        sizes[g] = sizes.get(g, 0) + 1
+    if len(sizes) >= 3:
+        dealt = deal_groups(sizes)
+        return [dealt[g] for g in groups], DEALT_RULE
+    if len(groups) < 3:
+        return hashed, SHA1_RULE
+    keys = [f"{g}\x00{i}" for i, g in enumerate(groups)]
+    dealt = deal_groups({k: 1 for k in keys})
+    return [dealt[k] for k in keys], BY_CLIP_RULE

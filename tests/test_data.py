@@ -22,6 +22,7 @@ from edge.errors import AudioError, AuricleError
 from edge.features import edge_config, fit_to_clip
 from training import data as D
 from training import run_folder as R
+from edge.splits import DEALT_RULE
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "tests" / "data" / "speech_commands"
@@ -225,8 +226,11 @@ def _assert_speaker_disjoint(clips) -> None:
 def test_split_speaker_disjoint_on_repo_clips():
     clips = D.discover(DATA)
     _assert_speaker_disjoint(clips)
-    # the repo clips were picked from test-split speakers only (tests/data/README.md)
-    assert {c.split for c in clips} == {"test"}
+    # the repo clips were picked from test-split speakers only (tests/data/README.md): the sha1 rule alone would
+    # leave train and validation empty, so the groups are dealt, each still in one split
+    assert {D.split_of(c.group) for c in clips} == {"test"}
+    assert {c.split for c in clips} == {"train", "val", "test"}
+    assert D.scan(DATA).split_rule == DEALT_RULE
 
 
 @needs_shared
@@ -254,7 +258,7 @@ def test_split_csv_round_trip_is_relative_and_atomic(tmp_path):
     assert lines[1].startswith("_silence_/") and len(lines) == 73
     assert os.listdir(out.parent) == ["split.csv"]  # no temp file left behind
     rows = D.read_split_csv(out, root=DATA)
-    assert [c for c, _ in rows] == clips
+    assert [(c.path, c.label, c.group) for c, _ in rows] == [(c.path, c.label, c.group) for c in clips]
     assert [s for _, s in rows] == [c.split for c in clips]
     # root defaults to the folder the clips share
     D.write_split_csv(tmp_path / "b.csv", clips)
@@ -519,7 +523,11 @@ def test_cli_good_dataset_exits_0():
     for c in CLASSES:
         assert re.search(rf"^\s+{re.escape(c)}\s+6\s+6\.0s$", out, re.M), out
     assert "16000 Hz (72)" in out and "channels: 1 (72)" in out
-    assert "test 72/" in out and "skipped: 0" in out and "trainable: yes" in out
+    assert "skipped: 0" in out and "trainable: yes" in out
+    # test-split speakers only: dealt so that no split is empty, speakers still disjoint
+    assert re.search(r"split \(groups dealt: the sha1 rule left a split empty; clips/groups\): train \d+/\d+, "
+                     r"val \d+/\d+, test \d+/\d+$", out, re.M), out
+    assert "across splits: 0" in out
 
 
 def test_cli_missing_dir(tmp_path):

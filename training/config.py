@@ -19,6 +19,8 @@ NETWORKS = ("mobilenet", "resnet18")
 #: width multiplier (MobileNet alpha, ResNet channel scale) when --width is not given, by (network, profile)
 DEFAULT_WIDTH: dict[tuple[str, str], float] = {("mobilenet", "seed"): 1.0, ("resnet18", "seed"): 1.0,
                                                ("mobilenet", "edge"): 0.5, ("resnet18", "edge"): 0.5}
+#: the smallest and largest batch size chosen when --batch-size is not given
+AUTO_BATCH = (16, 64)
 #: the original study's early-stopping thresholds (validation accuracy), by network
 STUDY_TARGETS: dict[str, float] = {"mobilenet": 0.90, "resnet18": 0.87}
 
@@ -29,7 +31,7 @@ class TrainConfig:
     profile: str = "edge"
     width: float | None = None          # None: DEFAULT_WIDTH for network/profile
     epochs: int = 60
-    batch_size: int = 64
+    batch_size: int | None = None       # None: from the train split's size (resolved_batch_size)
     learning_rate: float = 2e-3
     weight_decay: float = 1e-4
     dropout: float = 0.2
@@ -39,7 +41,8 @@ class TrainConfig:
     seed: int = 0
     class_weighting: bool = True
     time_limit: float | None = None     # seconds of fitting; then stop cleanly as on SIGINT
-    bn_momentum: float = 0.99           # lower it for runs of only a few dozen steps
+    bn_momentum: float | None = None    # None: from the run's steps (training.bn_check.auto_bn_momentum)
+    precise_bn: bool = True             # re-estimate batch-norm statistics before each validation pass
     jit_compile: bool | str = "auto"    # XLA; False skips a compile that dominates very short runs
     negative_fraction: float = 0.25     # with --negatives: background windows appended per batch (x batch size)
     negative_mix_prob: float = 0.5      # with --negatives: chance a positive gets negative audio mixed under it
@@ -50,6 +53,19 @@ class TrainConfig:
     mine_max_drop: float = 0.01         # a mined model is kept only if validation accuracy fell by at most this
     teacher: str | None = None          # a bundle whose scores are mixed into the targets (knowledge distillation)
     distill_weight: float = 0.5         # share of the teacher's scores in each positive's target
+    init_from: str | None = None        # a run folder whose learnt weights the network starts from
+
+    def resolved_batch_size(self, train_clips: int) -> int:
+        """``batch_size``, else 64 for a large train split and down to 16 for a small one, so that an epoch
+        has about 20 optimiser steps (a few hundred clips took 6 steps an epoch at 64 and learnt too little
+        in 20 epochs)."""
+        if self.batch_size is not None:
+            return self.batch_size
+        return AUTO_BATCH[0] if train_clips < 1 else int(min(AUTO_BATCH[1], max(AUTO_BATCH[0],
+                                                       2 ** math.floor(math.log2(max(1, train_clips / 20))))))
+
+    def with_batch_size(self, train_clips: int) -> "TrainConfig":
+        return dataclasses.replace(self, batch_size=self.resolved_batch_size(train_clips))
 
     def resolved_width(self) -> float:
         return self.width if self.width is not None else DEFAULT_WIDTH[(self.network, self.profile)]

@@ -66,7 +66,7 @@ import numpy as np
 from edge.errors import AudioError, AuricleError, run_cli
 from edge.features import FeatureConfig
 from edge.fileio import atomic_writer, write_text_atomic
-from edge.splits import SPLITS, split_of
+from edge.splits import BY_CLIP_RULE, DEALT_RULE, SHA1_RULE, SPLITS, choose_splits, split_of
 from training.run_folder import SplitRow, read_split, write_split
 
 __all__ = [
@@ -342,7 +342,7 @@ class Clip:
     path: Path
     label: str
     group: str
-    assigned: str | None = None     # the split a --split-file gave; None: the hash rule on the group
+    assigned: str | None = None     # the split a --split-file or dealing gave; None: the hash rule on the group
 
     @property
     def split(self) -> str:
@@ -361,6 +361,7 @@ class Discovery:
     rule: str = "label_n"
     group_misses: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
+    split_rule: str = SHA1_RULE
 
 
 def _is_hidden(name: str) -> bool:
@@ -438,16 +439,32 @@ def scan(root: str | os.PathLike, *, layout: str = "auto", naming: Naming | None
                 rejected.append((f, why))
             else:
                 clips.append(Clip(f, lab, group(audio_stem(f.name))))
+    clips.sort(key=lambda c: (c.label, str(c.path)))
     if naming.split_file:
         clips, unlisted = _assign_splits(clips, naming.split_file, root)
         rejected.extend((f, "not listed in --split-file") for f in unlisted)
-    clips.sort(key=lambda c: (c.label, str(c.path)))
+        split_rule = f"--split-file {Path(naming.split_file).name} (the user's split)"
+    else:
+        clips, split_rule = _never_empty(clips)
     warns = naming_warnings(clips, layout=layout, naming=naming, rule=rule)
+    if split_rule == BY_CLIP_RULE:
+        warns.append(f"only {len({c.group for c in clips})} group(s) (speakers/sources): split by clip, so the same "
+                     "speaker is in train and test and the test accuracy is optimistic; add speakers or pass "
+                     "--split-file")
     if misses:
         warns.append(f"{len(misses)} file name(s) do not match --group-by {naming.group_regex!r} (e.g. "
                      f"{misses[0]!r}); each of them is its own group")
     return Discovery(root=root, layout=layout, clips=tuple(clips), rejected=tuple(rejected), rule=rule,
-                     group_misses=tuple(misses), warnings=tuple(warns))
+                     group_misses=tuple(misses), warnings=tuple(warns), split_rule=split_rule)
+
+
+def _never_empty(clips: list[Clip]) -> tuple[list[Clip], str]:
+    """The clips with their splits and the rule that gave them (:func:`edge.splits.choose_splits`: the sha1
+    rule unless it leaves a split empty)."""
+    splits, rule = choose_splits([c.group for c in clips])
+    if rule == SHA1_RULE:
+        return clips, rule
+    return [dataclasses.replace(c, assigned=s) for c, s in zip(clips, splits)], rule
 
 
 def discover(root: str | os.PathLike, *, layout: str = "auto", naming: Naming | None = None) -> list[Clip]:
@@ -1096,7 +1113,7 @@ class DatasetReport:
     rule: str = "label_n"
     groups: int = 0
     groups_across: int = 0                # groups with clips in more than one split
-    split_source: str = "hash"            # "hash" (sha1 of the group) or the --split-file path
+    split_source: str = "hash"            # "hash" (sha1 of the group), a dealing rule's text or the --split-file path
     warnings: tuple[str, ...] = ()
     clip_seconds: tuple[float, str] | None = None   # the automatic clip length and why
     group_rule: str = "speaker of <speaker>_nohash_<n> names, else each file"
@@ -1172,7 +1189,8 @@ def inspect_dataset(root: str | os.PathLike, *, layout: str = "auto", strict: bo
         split_clips={s: split_clips[s] for s in SPLITS}, split_groups={s: len(split_groups[s]) for s in SPLITS},
         skipped=tuple(skipped), problem=trainability_problem(dict(counts), root=found.root),
         rule=found.rule, groups=len({c.group for c in usable}), groups_across=groups_across_splits(usable),
-        split_source=(naming.split_file if naming and naming.split_file else "hash"), warnings=found.warnings,
+        split_source=(naming.split_file if naming and naming.split_file else
+                      "hash" if found.split_rule == SHA1_RULE else found.split_rule), warnings=found.warnings,
         clip_seconds=auto_clip_seconds(lengths) if lengths else None,
         group_rule=_group_rule_text(found.rule, naming),
     )
@@ -1214,7 +1232,9 @@ def format_report(report: DatasetReport) -> str:
     lines.append(f"labels: {_RULE_TEXT.get(report.rule, report.rule)}")
     if report.clip_seconds:
         lines.append(f"--clip-seconds auto would choose {report.clip_seconds[0]:g} s: {report.clip_seconds[1]}")
-    source = "sha1(group) % 100" if report.split_source == "hash" else f"--split-file {report.split_source}"
+    short = {"hash": "sha1(group) % 100", DEALT_RULE: "groups dealt: the sha1 rule left a split empty",
+             BY_CLIP_RULE: "by clip: fewer than 3 groups"}
+    source = short.get(report.split_source, f"--split-file {report.split_source}")
     lines.append(f"split ({source}; clips/groups): " + ", ".join(
         f"{s} {report.split_clips[s]}/{report.split_groups[s]}" for s in SPLITS))
     lines.append(f"groups ({report.group_rule}): {report.groups}, across splits: {report.groups_across}")

@@ -48,6 +48,7 @@ class FeatureSet:
     pad_frames: int
     frames: np.ndarray | None = None    # (N,) frames of each clip's own audio (>= n_frames); None: one window
     groups: np.ndarray | None = None    # (N,) str split group of each clip; None: from the file name
+    split_rule: str | None = None       # how the splits were made (edge.splits); None: not recorded
 
     def __post_init__(self) -> None:
         n = len(self.y)
@@ -102,6 +103,8 @@ class FeatureSet:
 
     def save(self, path: str | Path, *, dtype: str = "float16") -> None:
         extra = {"groups": np.asarray(self.groups, dtype=str)} if self.groups is not None else {}
+        if self.split_rule:
+            extra["split_rule"] = np.asarray(self.split_rule)
         with atomic_writer(path, binary=True) as fh:
             np.savez(fh, padded=self.padded.astype(dtype), y=self.y.astype(np.int16), split=self.split.astype("U5"),
                      paths=self.paths.astype(str), label_names=np.asarray(self.label_names, dtype=str),
@@ -116,7 +119,8 @@ class FeatureSet:
                            padded=z["padded"], y=z["y"].astype(np.int64), split=z["split"], paths=z["paths"],
                            pad_frames=int(z["pad_frames"]),
                            frames=z["frames"] if "frames" in z.files else None,
-                           groups=z["groups"] if "groups" in z.files else None)
+                           groups=z["groups"] if "groups" in z.files else None,
+                           split_rule=str(z["split_rule"]) if "split_rule" in z.files else None)
         except (OSError, KeyError, ValueError) as exc:
             raise AuricleError(f"cannot read feature set {path}: {exc}; rebuild it with --save-features") from None
 

@@ -15,6 +15,7 @@ from keras import layers
 
 from edge.errors import AuricleError
 from training.config import NETWORKS, PROFILES
+from training.bn_check import bn_layers, recalibrate
 from training.featureset import FeatureSet, model_inputs
 
 # (pointwise filters, stride) of MobileNet v1's 13 depthwise-separable blocks
@@ -178,25 +179,13 @@ def count_macs(model: keras.Model) -> int:
 def recalibrate_batchnorm(model: keras.Model, fs: FeatureSet, *, clips: int = 1024, batch_size: int = 64,
                           seed: int = 0) -> int:
     """Re-estimate every BatchNormalization layer's moving mean/variance as the exact average over
-    ``clips`` training clips (un-augmented, training-mode forward passes, no weight update).
+    ``clips`` training clips (their centre windows, un-augmented; :func:`training.bn_check.recalibrate`).
 
     A short, high-learning-rate run leaves the moving averages behind the weights (the model is right in
     training mode and wrong in inference mode); this "precise BN" pass repairs that without training.
     Returns the number of batches used."""
-    bn_layers = [layer for layer in model.layers if isinstance(layer, layers.BatchNormalization)]
-    if not bn_layers:
+    if not bn_layers(model):
         return 0
-    rng = np.random.default_rng(seed)
-    idx = rng.permutation(fs.indices("train"))[:clips]
-    saved = [layer.momentum for layer in bn_layers]
-    n = 0
-    try:
-        for start in range(0, len(idx), batch_size):
-            n += 1
-            for layer in bn_layers:   # cumulative average: moving = (n-1)/n * moving + 1/n * batch
-                layer.momentum = (n - 1) / n
-            model(model_inputs(fs, idx[start:start + batch_size]), training=True)
-    finally:
-        for layer, m in zip(bn_layers, saved):
-            layer.momentum = m
-    return n
+    idx = np.random.default_rng(seed).permutation(fs.indices("train"))[:clips]
+    recalibrate(model, model_inputs(fs, idx), batch_size=batch_size)
+    return -(-len(idx) // batch_size)

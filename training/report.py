@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from edge.fileio import atomic_writer, write_json_atomic, write_text_atomic
+from training.bn_check import collapse_warning
 from training.featureset import clip_level_scores
 from training.run_folder import HISTORY, MODEL, read_history
 
@@ -122,6 +123,8 @@ def markdown_report(report: dict[str, Any]) -> str:
             lines.append(f"| {split} | {report['split_sizes'].get(split, 0)} | {acc[split] * 100:.2f} % | {w} |")
     if report.get("evaluation"):
         lines += ["", f"Clip-level: {report['evaluation']}"]
+    if report.get("batch_norm_warning"):
+        lines += ["", f"**Warning:** {report['batch_norm_warning']}"]
     t = report["training"]
     lines += ["", f"- parameters: {report['params']:,}", f"- MACs per inference: {report['macs']:,}",
               f"- training: {t['epochs_run']} epochs, {t['train_seconds']:.0f} s on {t['device']} "
@@ -138,6 +141,16 @@ def markdown_report(report: dict[str, Any]) -> str:
     lines += [f"- {s['path']}: {s['reason']}" for s in skipped] or ["none"]
     lines += ["", "![curves](curves.png)", "", "![confusion](confusion.png)", ""]
     return "\n".join(lines)
+
+
+def _collapse(metrics: dict[str, Any], history: dict[str, list[float]], num_classes: int) -> str | None:
+    """The batch-norm collapse line (:func:`training.bn_check.collapse_warning`): the saved model's
+    inference-mode accuracy on train windows against the best training accuracy of the run (not that of the
+    saved epoch: a collapsed run's best-epoch choice is itself broken and tends to keep the first epoch)."""
+    acc = history.get("accuracy")
+    if "train" not in metrics or not acc:
+        return None
+    return collapse_warning(metrics["train"]["window_accuracy"], max(acc), num_classes)
 
 
 def write_report(out: Path, fs, cfg, summary: dict[str, Any], *, skipped: Sequence = (),
@@ -169,6 +182,7 @@ def write_report(out: Path, fs, cfg, summary: dict[str, Any], *, skipped: Sequen
         "feature_config": fs.config.to_dict(),
         "skipped": skipped_rows,
         "split_rule": split_rule or "sha1(group) % 100: <80 train, 80-89 val, >=90 test; group = speaker id",
+        "batch_norm_warning": _collapse(metrics, history, len(fs.label_names)),
     }
     write_json_atomic(out / "report.json", report)
     write_text_atomic(out / "report.md", markdown_report(report))

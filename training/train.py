@@ -24,13 +24,17 @@ import numpy as np
 from edge.errors import AuricleError, run_cli
 from edge.features import FeatureConfig, model_input_shape, to_model_input
 from edge.fileio import write_json_atomic
+from edge.splits import DEALT_RULE, SHA1_RULE
 from edge.sysinfo import cpu_description, cpu_name
 from training import data as dataio
 from training import weights_io
 from training.config import NETWORKS, STUDY_TARGETS, Frontend, TrainConfig, frontend_config
 from training.featureset import (AugmentConfig, FeatureSet, augment_batch, class_weights, frames_of, model_inputs,
                                  normalisation_stats, pad_frames_for, padded_log_mel)
+from training.bn_check import auto_bn_momentum, bn_summary, make_precise_bn_callback
 from training.distill import Teacher, soft_targets
+from training.init_from import (adopt_normalisation, check_frontend, frozen_epochs, init_backbone, read_source,
+                                set_backbone_trainable, with_source_network)
 from training.mining import NegativeMixer, foreground_mask, mine_labelled, window_false_accepts
 from training.negatives import NOISE_LABEL, background_label, load_negative_bank
 from training.report import write_report
@@ -91,7 +95,8 @@ def build_featureset(data: str | Path, profile: str, *, layout: str = "auto", st
     rel = [os.path.relpath(c.path, root) for c in ds.clips]
     fs = FeatureSet(config=config, label_names=list(ds.labels), padded=padded, y=np.asarray(ds.label_ids),
                     split=np.asarray(ds.splits).astype(str), paths=np.asarray(rel, dtype=str), pad_frames=pad,
-                    frames=frames_of(ds.lengths, config), groups=np.asarray([c.group for c in ds.clips], dtype=str))
+                    frames=frames_of(ds.lengths, config), groups=np.asarray([c.group for c in ds.clips], dtype=str),
+                    split_rule=ds.discovery.split_rule)
     return fs, [(os.path.relpath(p, root), r) for p, r in ds.skipped]
 
 
@@ -178,7 +183,8 @@ def _loader_threads() -> int:
     return max(1, min(8, (os.cpu_count() or 1) - 1))
 
 
-def _callbacks(out: Path, cfg: TrainConfig, total_epochs: int, initial_epoch: int, best_so_far: float):
+def _callbacks(out: Path, cfg: TrainConfig, total_epochs: int, initial_epoch: int, best_so_far: float,
+               precise_bn: Any = None):
     import keras
 
     class EpochLine(keras.callbacks.Callback):
@@ -237,6 +243,8 @@ def _callbacks(out: Path, cfg: TrainConfig, total_epochs: int, initial_epoch: in
 
     cbs = [EpochLine(), BestAndLast(), TargetStop(), TimeLimit(),
            keras.callbacks.CSVLogger(str(out / HISTORY), append=initial_epoch > 0)]
+    if precise_bn is not None:   # last: it sees a stop the others asked for in the same batch
+        cbs.append(precise_bn)
     if cfg.patience:
         cbs.append(keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=cfg.patience, mode="max",
                                                  restore_best_weights=False))
@@ -287,15 +295,31 @@ def _compiled_model(fs: FeatureSet, cfg: TrainConfig, train_size: int) -> Any:
 
     from training.models import build_model  # imports keras at its top: as lazy as keras
 
-    model = build_model(cfg.network, model_input_shape(fs.config), len(fs.label_names), profile=fs.config.profile,
-                        width=cfg.resolved_width(), dropout=cfg.dropout, bn_momentum=cfg.bn_momentum)
     steps = int(np.ceil(train_size / cfg.batch_size)) * cfg.epochs
-    schedule = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=max(1, steps),
+    model = build_model(cfg.network, model_input_shape(fs.config), len(fs.label_names), profile=fs.config.profile,
+                        width=cfg.resolved_width(), dropout=cfg.dropout, bn_momentum=resolved_bn_momentum(cfg, steps))
+    return _compile(model, cfg, steps, cfg.learning_rate)
+
+
+def _compile(model: Any, cfg: TrainConfig, steps: int, learning_rate: float) -> Any:
+    """Compile ``model`` with AdamW on a cosine schedule over ``steps`` from ``learning_rate``."""
+    import keras
+
+    schedule = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=max(1, steps),
                                                       alpha=0.02, warmup_target=None)
     loss = keras.losses.CategoricalCrossentropy() if cfg.teacher else keras.losses.SparseCategoricalCrossentropy()
     model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=cfg.weight_decay), loss=loss,
                   metrics=["accuracy"], jit_compile=cfg.jit_compile)
     return model
+
+
+#: learning rate of the all-layers phase of ``--init-from``, as a share of ``--lr`` (learnt features move less)
+FINE_TUNE_LR_SCALE = 0.25
+
+
+def resolved_bn_momentum(cfg: TrainConfig, total_steps: int) -> float:
+    """``--bn-momentum``, else one chosen from the run's optimiser steps (0.99 for long runs)."""
+    return cfg.bn_momentum if cfg.bn_momentum is not None else auto_bn_momentum(total_steps)
 
 
 def _resumed(out: Path, config: FeatureConfig) -> _Start:
@@ -319,10 +343,27 @@ def _start_model(fs: FeatureSet, cfg: TrainConfig, out: Path, *, resume: bool, d
         else:
             if resume:
                 print(f"--resume: no checkpoint in {out}; starting fresh", file=sys.stderr)
-            start = _Start(_compiled_model(fs, cfg, train_size), 0, -1.0)
+            model = _compiled_model(fs, cfg, train_size)
+            if cfg.init_from:
+                k = init_backbone(model, cfg)
+                if k:
+                    _compile(model, cfg, int(np.ceil(train_size / cfg.batch_size)) * k, cfg.learning_rate)
+            start = _Start(model, 0, -1.0)
     if start.epoch >= cfg.epochs:
         print(f"checkpoint is already at epoch {start.epoch} >= --epochs {cfg.epochs}; nothing to train")
     return start
+
+
+def _unfreeze(start: _Start, cfg: TrainConfig, out: Path, train_size: int) -> _Start:
+    """After the frozen phase: every layer learns, at :data:`FINE_TUNE_LR_SCALE` of the learning rate, on a
+    cosine over the epochs left; fitting goes on from the phase's last epoch and best validation accuracy."""
+    set_backbone_trainable(start.model, True)
+    k = frozen_epochs(cfg.epochs)
+    steps = int(np.ceil(train_size / cfg.batch_size)) * (cfg.epochs - k)
+    _compile(start.model, cfg, steps, cfg.learning_rate * FINE_TUNE_LR_SCALE)
+    best = float(json.loads((out / CHECKPOINT_STATE).read_text())["best_val_accuracy"])
+    print(f"--init-from: frozen phase done (best val accuracy {best:.4f}); training all layers", flush=True)
+    return _Start(start.model, k, best)
 
 
 def _check_resumed_loss(model: Any, cfg: TrainConfig) -> None:
@@ -342,14 +383,28 @@ def _class_weight_vector(fs: FeatureSet, train_idx: np.ndarray, cfg: TrainConfig
 
 
 def _run_fit(start: _Start, batches: Any, validation: tuple[np.ndarray, np.ndarray], cfg: TrainConfig, out: Path,
-             verbose: int) -> int | None:
-    """``model.fit`` from ``start.epoch`` to ``cfg.epochs``; a SIGINT/SIGTERM stops it after the current batch.
-    Returns that signal, or None."""
+             verbose: int, precise_bn: Any = None, end: int | None = None) -> int | None:
+    """``model.fit`` from ``start.epoch`` to ``end`` (default ``cfg.epochs``); a SIGINT/SIGTERM stops it after
+    the current batch. Returns that signal, or None."""
     with _Stop() as stop:
         stop.model = start.model
-        start.model.fit(batches, validation_data=validation, epochs=cfg.epochs, initial_epoch=start.epoch,
-                        callbacks=_callbacks(out, cfg, cfg.epochs, start.epoch, start.best), verbose=verbose)
+        start.model.fit(batches, validation_data=validation, epochs=end or cfg.epochs, initial_epoch=start.epoch,
+                        callbacks=_callbacks(out, cfg, cfg.epochs, start.epoch, start.best, precise_bn),
+                        verbose=verbose)
         return stop.signal
+
+
+def _fit_phases(start: _Start, batches: Any, validation: Any, cfg: TrainConfig, out: Path, verbose: int,
+                precise_bn: Any, train_size: int) -> int | None:
+    """One fit; with ``--init-from``, the frozen phase first (a checkpoint from inside it resumes it, its layers
+    still frozen), then all layers."""
+    k = frozen_epochs(cfg.epochs) if cfg.init_from else 0
+    if start.epoch >= k:
+        return _run_fit(start, batches, validation, cfg, out, verbose, precise_bn)
+    interrupted = _run_fit(start, batches, validation, cfg, out, verbose, precise_bn, end=k)
+    if interrupted or start.model.stop_training:
+        return interrupted
+    return _run_fit(_unfreeze(start, cfg, out, train_size), batches, validation, cfg, out, verbose, precise_bn)
 
 
 def _stop_reason(cfg: TrainConfig, history: dict[str, list[float]], seconds: float, interrupted: int | None) -> str:
@@ -385,6 +440,11 @@ def fit(fs: FeatureSet, cfg: TrainConfig, out: Path, *, resume: bool = False, di
     Returns a summary dict (epochs run, best val accuracy, training seconds, stop reason)."""
     out.mkdir(parents=True, exist_ok=True)
     train_idx, val_idx = _train_and_val(fs)
+    cfg = cfg.with_batch_size(train_idx.size)
+    if cfg.init_from:
+        source = read_source(cfg.init_from)
+        check_frontend(source, fs.config)
+        fs.config = adopt_normalisation(source, fs.config)
     _set_normalisation(fs)
     write_feature_config(out, fs.config)
     write_labels(out, fs.label_names)
@@ -399,12 +459,14 @@ def fit(fs: FeatureSet, cfg: TrainConfig, out: Path, *, resume: bool = False, di
     validation = _validation_windows(fs, val_idx)
     if teacher is not None:   # categorical loss: one-hot validation targets
         validation = (validation[0], np.eye(len(fs.label_names), dtype=np.float32)[validation[1]])
+    precise_bn = make_precise_bn_callback(fs, len(batches), seed=cfg.seed) if cfg.precise_bn else None
     t0 = time.perf_counter()
-    interrupted = _run_fit(start, batches, validation, cfg, out, verbose)
+    interrupted = _fit_phases(start, batches, validation, cfg, out, verbose, precise_bn, train_idx.size)
     seconds = time.perf_counter() - t0
     if not (out / MODEL).is_file():   # interrupted before one epoch ended: keep what there is
         save_model_atomic(start.model, out / MODEL)
     summary = _summary(cfg, out, seconds, interrupted, resume)
+    summary["batch_norm"] = bn_summary(start.model, precise_bn)
     if negatives is not None and cfg.mine_rounds > 0 and not interrupted:
         mining = mine_and_fine_tune(fs, cfg, out, negatives, weights, verbose=verbose)
         summary["mining"] = mining
@@ -522,7 +584,7 @@ def _check_config(config: TrainConfig) -> None:
         raise AuricleError(f"--network must be one of {NETWORKS}, got {config.network!r}")
     if config.target_accuracy is not None and not 0 < config.target_accuracy <= 1:
         raise AuricleError(f"--target-accuracy must be in (0, 1], got {config.target_accuracy}")
-    if config.epochs < 1 or config.batch_size < 1:
+    if config.epochs < 1 or (config.batch_size is not None and config.batch_size < 1):
         raise AuricleError("--epochs and --batch-size must be >= 1")
     _check_negative_settings(config)
     if not 0 <= config.distill_weight <= 1:
@@ -576,16 +638,12 @@ def _negative_mixer(fs: FeatureSet, config: TrainConfig, negatives: Sequence[str
                          snr_db=config.negative_snr_db, noise_index=noise_index)
 
 
-def _split_rule(naming: dataio.Naming | None) -> str | None:
+def _split_rule(fs: FeatureSet, naming: dataio.Naming | None) -> str | None:
     """How the run's split was made, for the report (``None``: the default rule's text)."""
-    if naming is None:
-        return None
-    if naming.split_file:
-        return f"--split-file {Path(naming.split_file).name} (the user's split)"
-    if naming.group_regex:
-        return (f"sha1(group) % 100: <80 train, 80-89 val, >=90 test; group = first group of --group-by "
-                f"{naming.group_regex!r} in the file name")
-    return None
+    rule = fs.split_rule
+    if naming is not None and naming.group_regex and rule in (None, SHA1_RULE, DEALT_RULE):
+        return f"{rule or SHA1_RULE}; group = first group of --group-by {naming.group_regex!r} in the file name"
+    return rule
 
 
 def _naming_dict(naming: dataio.Naming | None) -> dict[str, Any] | None:
@@ -613,6 +671,7 @@ def train(*, data: str | Path | None, out: str | Path, config: TrainConfig, feat
           noise_negatives: Sequence[str | Path] = ()) -> dict[str, Any]:
     """Everything ``python -m training.train`` does: load, fit, evaluate, write the run folder."""
     _check_config(config)
+    config = with_source_network(config)
     if noise_negatives and not negatives:
         raise AuricleError("--noise-negatives names parts of the --negatives; pass --negatives too")
     out = Path(out)
@@ -625,18 +684,22 @@ def train(*, data: str | Path | None, out: str | Path, config: TrainConfig, feat
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise AuricleError(f"cannot create run folder {out}: {exc.strerror}; choose a writable --out") from None
+    config = config.with_batch_size(int((fs.split == "train").sum()))
     mixer = _negative_mixer(fs, config, negatives, cache_dir, noise_negatives) if negatives else None
     write_json_atomic(out / TRAIN_CONFIG, {**config.to_dict(), "data": str(data) if data else None,
                                            "features": str(features) if features else None,
                                            "negatives": [str(n) for n in negatives or []] or None,
                                            "noise_negatives": [str(n) for n in noise_negatives] or None,
                                            "negative_split": mixer.bank.summary() if mixer else None,
-                                           "clip_seconds": clip_seconds, "naming": _naming_dict(naming)})
+                                           "clip_seconds": clip_seconds, "naming": _naming_dict(naming),
+                                           "split_rule": _split_rule(fs, naming)})
     write_split(out / SPLIT, fs.split_rows())
     summary = fit(fs, config, out, resume=resume, distribute=distribute, verbose=verbose, negatives=mixer)
-    report = write_report(out, fs, config, summary, skipped=skipped, split_rule=_split_rule(naming))
+    report = write_report(out, fs, config, summary, skipped=skipped, split_rule=_split_rule(fs, naming))
     if export_weights:
         _export(out, export_weights, fs, config, summary, report, skipped, export_dtype)
+    if report.get("batch_norm_warning"):
+        print(f"warning: {report['batch_norm_warning']}", file=sys.stderr, flush=True)
     acc = report["accuracy"]
     print(f"run written to {out}: " + ", ".join(f"{k} accuracy {v:.4f}" for k, v in acc.items()), flush=True)
     return report
@@ -690,12 +753,17 @@ def _frontend_from(args: argparse.Namespace) -> Frontend:
 
 def _add_fit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=TrainConfig.epochs)
-    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
+    p.add_argument("--batch-size", type=int, default=TrainConfig.batch_size,
+                   help="default: 64 for large train splits, down to 16 so that an epoch has about 20 steps")
     p.add_argument("--lr", type=float, default=TrainConfig.learning_rate, help="peak learning rate (AdamW, cosine)")
     p.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay, help="AdamW decoupled weight decay")
     p.add_argument("--dropout", type=float, default=TrainConfig.dropout, help="dropout before the classifier")
     p.add_argument("--bn-momentum", type=float, default=TrainConfig.bn_momentum,
-                   help="batch-norm moving-average momentum (lower for very short runs)")
+                   help="batch-norm moving-average momentum (default: from the run's steps, 0.99 for long runs, "
+                        "down to 0.9 for runs of a few hundred steps)")
+    p.add_argument("--no-precise-bn", action="store_true",
+                   help="keep the moving batch-norm statistics as training left them (default: re-estimate them "
+                        "over un-augmented train windows before every validation pass and so in the saved model)")
     p.add_argument("--patience", type=int, default=TrainConfig.patience,
                    help="stop after this many epochs without a better validation accuracy (0: never)")
     p.add_argument("--target-accuracy", type=float, default=None, metavar="ACC",
@@ -747,6 +815,14 @@ def _add_negative_options(p: argparse.ArgumentParser) -> None:
                    help="reportable-label probability that makes a negative window hard")
 
 
+def _add_init_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--init-from", metavar="RUN",
+                   help="start from the learnt weights of a trained run folder (its --out; not a bundle: bundles "
+                        "hold TFLite models only): a new classifier for these labels, a frozen phase (a fifth of "
+                        "--epochs, at most 10) then all layers at a quarter of --lr; same frontend as that run "
+                        "(only --clip-seconds may differ), its network, width and normalisation")
+
+
 def _add_distill_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher", metavar="BUNDLE",
                    help="distil from a bundle (same labels and frontend, trained on this split's train part): "
@@ -770,6 +846,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(p)
     _add_negative_options(p)
     _add_distill_options(p)
+    _add_init_options(p)
     p.add_argument("--export-dtype", choices=("float32", "float16"), default="float32",
                    help="dtype of --export-weights arrays (float16 halves a big model's transfer)")
     p.add_argument("--export-weights", metavar="DIR",
@@ -785,10 +862,12 @@ def _config_from(args: argparse.Namespace) -> TrainConfig:
                        patience=args.patience, augment=not args.no_augment, seed=args.seed,
                        class_weighting=not args.no_class_weights, time_limit=args.time_limit,
                        weight_decay=args.weight_decay, dropout=args.dropout, bn_momentum=args.bn_momentum,
+                       precise_bn=not args.no_precise_bn,
                        negative_fraction=args.negative_fraction, negative_mix_prob=args.negative_mix_prob,
                        negative_snr_db=tuple(args.negative_snr), mine_rounds=args.mine_rounds,
                        mine_epochs=args.mine_epochs, mine_threshold=args.mine_threshold,
-                       mine_max_drop=args.mine_max_drop, teacher=args.teacher, distill_weight=args.distill_weight)
+                       mine_max_drop=args.mine_max_drop, teacher=args.teacher, distill_weight=args.distill_weight,
+                       init_from=args.init_from)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -801,6 +880,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise AuricleError("--features already holds computed features; the frontend, --clip-seconds and naming "
                            "options apply to --data only -- drop them or use --data")
     frontend_config(args.profile, frontend)   # bad settings: one line now, not after decoding
+    if args.init_from:                         # a bad source too
+        check_frontend(read_source(args.init_from), frontend_config(args.profile, frontend))
     train(data=args.data, out=args.out, config=cfg, features=args.features, save_features=args.save_features,
           layout=args.layout, strict=args.strict, cache_dir=args.cache_dir, resume=args.resume,
           distribute=args.distribute, export_weights=args.export_weights, export_dtype=args.export_dtype,

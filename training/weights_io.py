@@ -87,7 +87,7 @@ def import_run(*, weights_dir: str | Path, prefix: str, features: str | Path, ou
     if fs.label_names != list(meta["labels"]):
         raise AuricleError("the feature set's labels differ from the exported model's; use the same features")
     model = build_model(cfg.network, model_input_shape(fs.config), len(fs.label_names), profile=fs.config.profile,
-                        width=cfg.resolved_width(), dropout=cfg.dropout, bn_momentum=cfg.bn_momentum)
+                        width=cfg.resolved_width(), dropout=cfg.dropout, bn_momentum=cfg.bn_momentum or 0.99)
     model.set_weights(weights)
     summary = dict(meta["summary"])
     if recalibrate_bn:
