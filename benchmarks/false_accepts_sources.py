@@ -1,0 +1,227 @@
+"""False accepts per hour on sources no model or tuning touched: ``python -m benchmarks.false_accepts_sources``.
+
+Negative audio is organised by *source* (``tools/negative_sources.json``: a recording collection, a TTS
+voice, a music package), each with one role. This measure reads only the **test**-role sources of a corpus
+built by ``python -m tools.negative_corpora --out DIR`` and, for each bundle at its shipped operating point
+(the manifest's tuned ``detector`` settings), reports
+
+* FA/h overall with its 95 % interval (exact Poisson), **per source** and **per keyword**;
+* the DET on the test sources (thresholds swept at the shipped smoothing and min-gap, replayed through the
+  detector's own event rule, so each point is what ``edge.listen`` would report), ``det_sources_<bundle>.png``;
+* the false reject rate on the positive stream: for a keyword bundle the test-speaker stream used by
+  ``benchmarks.false_accepts`` (``results/streams/test_stream.wav``), for the ESC-10 bundle the fold-5 sounds of
+  ``samples/esc10_stream.wav``;
+* CPU seconds of the model pass per hour of audio (``time.process_time``, one thread).
+
+Each bundle writes ``fa_sources_<bundle>.json``; ``FALSE_ACCEPTS_SOURCES.md`` is rebuilt from every such file
+in ``--out`` (and ``peers.json`` when ``python -m benchmarks.peers`` wrote one), so bundles can run apart.
+
+    python -m benchmarks.false_accepts_sources --corpus /path/to/corpora \\
+        --bundle firmware_assets/kws_mobilenet_edge --stream results/streams/test_stream.wav
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from edge.errors import AuricleError, run_cli
+
+log = logging.getLogger("false_accepts_sources")
+
+DET_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995, 0.999)
+REPORT = "FALSE_ACCEPTS_SOURCES.md"
+
+
+def test_files(corpus: Path, names: Sequence[str] | None = None) -> dict[str, list[tuple[Path, float]]]:
+    """``{source: [(flac, seconds), ...]}`` for the test-role sources of the table found in ``corpus``."""
+    from tools.negative_corpora import read_manifest, sources_of_role
+
+    wanted = [s.name for s in sources_of_role("test")]
+    unknown = sorted(set(names or ()) - set(wanted))
+    if unknown:
+        raise AuricleError(f"{', '.join(unknown)}: not test-role sources; the test sources are {', '.join(wanted)}")
+    out: dict[str, list[tuple[Path, float]]] = {}
+    for name in names or wanted:
+        m = read_manifest(corpus / name)
+        if m is None or m.get("role") != "test":
+            raise AuricleError(f"test source {name} is not built in {corpus}: python -m tools.negative_corpora "
+                               f"--out {corpus} --sources {name}")
+        out[name] = [(corpus / name / f["file"], float(f["seconds"])) for f in m["files"]]
+    return out
+
+
+def model_pass(det: Any, files: dict[str, list[tuple[Path, float]]], quiet: bool) -> tuple[dict[str, list], float]:
+    """Window scores of every file through the real streaming path, by source; CPU seconds it took."""
+    from edge.evaluate import collect
+
+    cpu0 = time.process_time()
+    total = sum(len(v) for v in files.values())
+    k, scores = 0, {}
+    for source, rows in files.items():
+        scores[source] = []
+        for path, _sec in rows:
+            s, _events = collect(det, path, f"{source}/{path.name}")
+            scores[source].append(s)
+            k += 1
+            if not quiet and (k % 25 == 0 or k == total):
+                log.info("%s: %d/%d files (%s)", det.model_kind, k, total, source)
+    return scores, time.process_time() - cpu0
+
+
+def _point(det: Any, streams: list, positive: Any = None, truth: Any = None, thresholds: Sequence[float] = ()) -> list:
+    from edge.evaluate import sweep
+
+    return sweep(streams, positive, truth, det, thresholds=thresholds or [det.threshold], smooths=[det.smooth],
+                 min_gaps=[det.min_gap])
+
+
+def _rate(fa: int, hours: float) -> dict[str, Any]:
+    from edge.intervals import rate_interval
+
+    lo, hi = rate_interval(fa, hours) if hours > 0 else (0.0, 0.0)
+    return {"false_accepts": fa, "hours": round(hours, 4), "per_hour": round(fa / hours, 3) if hours else None,
+            "ci95": [round(lo, 3), round(hi, 3)]}
+
+
+def measure(bundle: Path, corpus: Path, stream: Path, names: Sequence[str] | None, quiet: bool) -> dict[str, Any]:
+    """One bundle on the test sources: overall, per source and per keyword, the DET and the stream's FRR."""
+    from edge.bundle import load_bundle
+    from edge.detector import DEFAULT_HOP, StreamingDetector
+    from edge.evaluate import collect
+    from edge.scoring import read_truth
+
+    files = test_files(corpus, names)
+    det = StreamingDetector(load_bundle(bundle), hop=DEFAULT_HOP, threshold=None, smooth=None, min_gap=None,
+                            num_threads=1)
+    scores, cpu = model_pass(det, files, quiet)
+    pos, _ = collect(det, stream, stream.name)
+    truth = read_truth(str(stream.with_suffix(".csv")))
+    all_streams = [s for v in scores.values() for s in v]
+    hours = sum(s.seconds for s in all_streams) / 3600
+    point = _point(det, all_streams, pos, truth)[0]
+    per_source = {}
+    for source, streams in scores.items():
+        p = _point(det, streams)[0]
+        per_source[source] = {**_rate(p.false_accepts, sum(s.seconds for s in streams) / 3600),
+                              "per_label": {k: v for k, v in p.per_label.items() if v}}
+    det_rows = _point(det, all_streams, pos, truth, DET_THRESHOLDS)
+    return {"bundle": load_bundle(bundle).name, "corpus_sources": list(files),
+            "settings": {"threshold": det.threshold, "smooth": det.smooth, "min_gap": det.min_gap,
+                         "hop": det.hop_seconds, "model": det.model_kind},
+            "overall": {**_rate(point.false_accepts, hours), "per_label": point.per_label},
+            "per_source": per_source,
+            "positives": {"stream": stream.name, "truth_words": point.truth_words, "hits": point.hits,
+                          "misses": point.misses, "false_reject_rate": point.false_reject_rate},
+            "det": [r.to_dict() for r in det_rows],
+            "cpu_seconds_per_audio_hour": round(cpu / hours, 1) if hours else None}
+
+
+def plot(result: dict[str, Any], path: Path) -> bool:
+    """The DET on the test sources via edge.evaluate's plot (one smoothing: the shipped one)."""
+    from edge.evaluate import Evaluation, Operating, plot_det
+
+    rows = [Operating(**{k: v for k, v in r.items() if k in Operating.__dataclass_fields__}) for r in result["det"]]
+    s, o, p = result["settings"], result["overall"], result["positives"]
+    point = Operating(threshold=s["threshold"], smooth=s["smooth"], min_gap=s["min_gap"],
+                      false_accepts=o["false_accepts"], false_accepts_per_hour=o["per_hour"] or 0.0,
+                      per_label=o["per_label"], hits=p["hits"], misses=p["misses"], truth_words=p["truth_words"])
+    ev = Evaluation(bundle=f"{result['bundle']} (test sources)", settings=s, negative_files=0,
+                    negative_hours=o["hours"], point=point, sweep=rows, wall_seconds=0.0, audio_seconds=0.0,
+                    false_accept_events=[])
+    return plot_det(ev, path)
+
+
+def _labels(d: dict[str, int]) -> str:
+    return ", ".join(f"{k} {v}" for k, v in sorted(d.items(), key=lambda kv: -kv[1]) if v) or "none"
+
+
+def markdown(results: Sequence[dict[str, Any]], peers: dict[str, Any] | None) -> str:
+    """The README tables: bundles overall, by source, by keyword; peers when measured."""
+    from edge.intervals import proportion_interval
+
+    lines = ["| bundle | threshold / smooth / min-gap | test negatives | FA | FA/h (95 % CI) | FRR on its positives "
+             "(95 % CI) | CPU s per audio hour |", "|---|---|--:|--:|--:|--:|--:|"]
+    for r in results:
+        s, o, p = r["settings"], r["overall"], r["positives"]
+        lo, hi = proportion_interval(p["misses"], p["truth_words"])
+        lines.append(f"| `{r['bundle']}` | {s['threshold']:g} / {s['smooth']} / {s['min_gap']:g} s | {o['hours']:.2f} h "
+                     f"| {o['false_accepts']} | {o['per_hour']:.1f} ({o['ci95'][0]:.1f}-{o['ci95'][1]:.1f}) "
+                     f"| {100 * p['false_reject_rate']:.1f} % ({p['misses']}/{p['truth_words']} of `{p['stream']}`; "
+                     f"{100 * lo:.0f}-{100 * hi:.0f} %) | {r['cpu_seconds_per_audio_hour']:.0f} |")
+    if peers:
+        lines += ["", peers_table(peers)]
+    sources = list(dict.fromkeys(src for r in results for src in r["per_source"]))
+    lines += ["", "FA/h by test source (false accepts in brackets; where they come from, by label):", "",
+              "| source | hours | " + " | ".join(f"`{r['bundle']}`" for r in results) + " |",
+              "|---|--:|" + "--:|" * len(results)]
+    for src in sources:
+        cells = []
+        for r in results:
+            d = r["per_source"].get(src)
+            cells.append("-" if d is None else f"{d['per_hour']:.1f} ({d['false_accepts']}: {_labels(d['per_label'])})")
+        hours = next(r["per_source"][src]["hours"] for r in results if src in r["per_source"])
+        lines.append(f"| {src} | {hours:.2f} | " + " | ".join(cells) + " |")
+    lines += [""] + [f"- `{r['bundle']}` false accepts by label, all test sources: {_labels(r['overall']['per_label'])}."
+                     for r in results]
+    return "\n".join(lines)
+
+
+def peers_table(peers: dict[str, Any]) -> str:
+    lines = [f"Peers on the same test sources ({peers['hours']:.2f} h; each model at its own default threshold):", "",
+             "| detector | model | FA | FA/h (95 % CI) | CPU s per audio hour |", "|---|---|--:|--:|--:|"]
+    for row in peers["rows"]:
+        lines.append(f"| {row['engine']} | `{row['model']}` | {row['false_accepts']} | {row['per_hour']:.1f} "
+                     f"({row['ci95'][0]:.1f}-{row['ci95'][1]:.1f}) | {row['cpu_seconds_per_audio_hour']:.0f} |")
+    return "\n".join(lines + [f"\n{peers.get('note', '')}".rstrip()])
+
+
+def write_report(out: Path) -> str:
+    from edge.fileio import write_text_atomic
+
+    results = [json.loads(p.read_text()) for p in sorted(out.glob("fa_sources_*.json"))]
+    peers_path = out / "peers.json"
+    peers = json.loads(peers_path.read_text()) if peers_path.is_file() else None
+    table = markdown(results, peers) if results else "(no bundle measured yet)"
+    write_text_atomic(out / REPORT, "# False accepts on test-role sources\n\n" + table + "\n")
+    return table
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.false_accepts_sources", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--corpus", type=Path, required=True, help="folder built by python -m tools.negative_corpora")
+    p.add_argument("--bundle", type=Path, default=Path("firmware_assets/kws_mobilenet_edge"))
+    p.add_argument("--stream", type=Path, default=Path("results/streams/test_stream.wav"),
+                   help="positive stream with a same-name .csv truth (ESC-10: samples/esc10_stream.wav)")
+    p.add_argument("--sources", nargs="+", metavar="NAME", help="only these test sources (default: all)")
+    p.add_argument("--out", type=Path, default=Path("benchmarks"))
+    p.add_argument("--report-only", action="store_true", help="rebuild the report from the JSON files in --out")
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from edge.fileio import write_json_atomic
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    a = build_parser().parse_args(argv)
+    if not a.report_only:
+        if not a.stream.is_file() or not a.stream.with_suffix(".csv").is_file():
+            raise AuricleError(f"need {a.stream} and its .csv; build the keyword one with python -m "
+                               "tools.make_sample_stream --split test --duration 160 --seed 23 --out results/streams "
+                               "--name test_stream")
+        result = measure(a.bundle, a.corpus, a.stream, a.sources, a.quiet)
+        a.out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(a.out / f"fa_sources_{result['bundle']}.json", result)
+        plot(result, a.out / f"det_sources_{result['bundle']}.png")
+    print(write_report(a.out), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
