@@ -55,22 +55,51 @@ def test_files(corpus: Path, names: Sequence[str] | None = None) -> dict[str, li
     return out
 
 
-def model_pass(det: Any, files: dict[str, list[tuple[Path, float]]], quiet: bool) -> tuple[dict[str, list], float]:
-    """Window scores of every file through the real streaming path, by source; CPU seconds it took."""
-    from edge.evaluate import collect
+def _cache_key(det: Any, bundle: Any, rows: list[tuple[Path, float]]) -> str:
+    from edge.fileio import sha256_bytes, sha256_file
 
-    cpu0 = time.process_time()
-    total = sum(len(v) for v in files.values())
-    k, scores = 0, {}
+    facts = [sha256_file(bundle.model_path(det.model_kind)), det.hop_seconds, [(p.name, s) for p, s in rows]]
+    return sha256_bytes(json.dumps(facts).encode())[:16]
+
+
+def _source_scores(det: Any, source: str, rows: list[tuple[Path, float]], cache: Path | None, key: str,
+                   quiet: bool) -> tuple[list, float]:
+    """One source's window scores and the CPU seconds of its model pass (from the cache when it matches)."""
+    import numpy as np
+
+    from edge.evaluate import StreamScores, collect
+
+    path = cache / f"{source}.{key}.npz" if cache else None
+    if path is not None and path.is_file():
+        z = np.load(path, allow_pickle=False)
+        n = int(z["n"])
+        return [StreamScores(str(z[f"name{i}"]), float(z[f"sec{i}"]), z[f"t{i}"], z[f"r{i}"]) for i in range(n)], \
+            float(z["cpu"])
+    cpu0, out = time.process_time(), []
+    for k, (p, _sec) in enumerate(rows, 1):
+        out.append(collect(det, p, f"{source}/{p.name}")[0])
+        if not quiet and (k % 25 == 0 or k == len(rows)):
+            log.info("%s: %d/%d files", source, k, len(rows))
+    cpu = time.process_time() - cpu0
+    if path is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        arrays = {"n": len(out), "cpu": cpu}
+        for i, s in enumerate(out):
+            arrays.update({f"name{i}": s.name, f"sec{i}": s.seconds, f"t{i}": s.times, f"r{i}": s.raw})
+        tmp = path.with_name(f".{path.name}.tmp.npz")
+        np.savez(tmp, **arrays)
+        tmp.replace(path)
+    return out, cpu
+
+
+def model_pass(det: Any, bundle: Any, files: dict[str, list[tuple[Path, float]]], cache: Path | None,
+               quiet: bool) -> tuple[dict[str, list], float]:
+    """Window scores of every file through the real streaming path, by source; CPU seconds they took."""
+    scores, cpu = {}, 0.0
     for source, rows in files.items():
-        scores[source] = []
-        for path, _sec in rows:
-            s, _events = collect(det, path, f"{source}/{path.name}")
-            scores[source].append(s)
-            k += 1
-            if not quiet and (k % 25 == 0 or k == total):
-                log.info("%s: %d/%d files (%s)", det.model_kind, k, total, source)
-    return scores, time.process_time() - cpu0
+        scores[source], c = _source_scores(det, source, rows, cache, _cache_key(det, bundle, rows), quiet)
+        cpu += c
+    return scores, cpu
 
 
 def _point(det: Any, streams: list, positive: Any = None, truth: Any = None, thresholds: Sequence[float] = ()) -> list:
@@ -88,7 +117,8 @@ def _rate(fa: int, hours: float) -> dict[str, Any]:
             "ci95": [round(lo, 3), round(hi, 3)]}
 
 
-def measure(bundle: Path, corpus: Path, stream: Path, names: Sequence[str] | None, quiet: bool) -> dict[str, Any]:
+def measure(bundle: Path, corpus: Path, stream: Path, names: Sequence[str] | None, quiet: bool,
+            cache: Path | None = None) -> dict[str, Any]:
     """One bundle on the test sources: overall, per source and per keyword, the DET and the stream's FRR."""
     from edge.bundle import load_bundle
     from edge.detector import DEFAULT_HOP, StreamingDetector
@@ -96,9 +126,9 @@ def measure(bundle: Path, corpus: Path, stream: Path, names: Sequence[str] | Non
     from edge.scoring import read_truth
 
     files = test_files(corpus, names)
-    det = StreamingDetector(load_bundle(bundle), hop=DEFAULT_HOP, threshold=None, smooth=None, min_gap=None,
-                            num_threads=1)
-    scores, cpu = model_pass(det, files, quiet)
+    b = load_bundle(bundle)
+    det = StreamingDetector(b, hop=DEFAULT_HOP, threshold=None, smooth=None, min_gap=None, num_threads=1)
+    scores, cpu = model_pass(det, b, files, None if cache is None else cache / b.name, quiet)
     pos, _ = collect(det, stream, stream.name)
     truth = read_truth(str(stream.with_suffix(".csv")))
     all_streams = [s for v in scores.values() for s in v]
@@ -110,7 +140,7 @@ def measure(bundle: Path, corpus: Path, stream: Path, names: Sequence[str] | Non
         per_source[source] = {**_rate(p.false_accepts, sum(s.seconds for s in streams) / 3600),
                               "per_label": {k: v for k, v in p.per_label.items() if v}}
     det_rows = _point(det, all_streams, pos, truth, DET_THRESHOLDS)
-    return {"bundle": load_bundle(bundle).name, "corpus_sources": list(files),
+    return {"bundle": b.name, "corpus_sources": list(files),
             "settings": {"threshold": det.threshold, "smooth": det.smooth, "min_gap": det.min_gap,
                          "hop": det.hop_seconds, "model": det.model_kind},
             "overall": {**_rate(point.false_accepts, hours), "per_label": point.per_label},
@@ -200,6 +230,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="positive stream with a same-name .csv truth (ESC-10: samples/esc10_stream.wav)")
     p.add_argument("--sources", nargs="+", metavar="NAME", help="only these test sources (default: all)")
     p.add_argument("--out", type=Path, default=Path("benchmarks"))
+    p.add_argument("--scores-cache", type=Path,
+                   help="keep each source's window scores here (per bundle model and source build): a later run "
+                        "with more sources scores only the new ones")
     p.add_argument("--report-only", action="store_true", help="rebuild the report from the JSON files in --out")
     p.add_argument("--quiet", action="store_true")
     return p
@@ -215,7 +248,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise AuricleError(f"need {a.stream} and its .csv; build the keyword one with python -m "
                                "tools.make_sample_stream --split test --duration 160 --seed 23 --out results/streams "
                                "--name test_stream")
-        result = measure(a.bundle, a.corpus, a.stream, a.sources, a.quiet)
+        result = measure(a.bundle, a.corpus, a.stream, a.sources, a.quiet, a.scores_cache)
         a.out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(a.out / f"fa_sources_{result['bundle']}.json", result)
         plot(result, a.out / f"det_sources_{result['bundle']}.png")
