@@ -184,7 +184,7 @@ def markdown(results: Sequence[dict[str, Any]], peers: dict[str, Any] | None) ->
                      f"| {100 * p['false_reject_rate']:.1f} % ({p['misses']}/{p['truth_words']} of `{p['stream']}`; "
                      f"{100 * lo:.0f}-{100 * hi:.0f} %) | {r['cpu_seconds_per_audio_hour']:.0f} |")
     if peers:
-        lines += ["", peers_table(peers)]
+        lines += ["", peers_table(peers["rows"], peers["note"])]
     sources = list(dict.fromkeys(src for r in results for src in r["per_source"]))
     lines += ["", "FA/h by test source (false accepts in brackets; where they come from, by label):", "",
               "| source | hours | " + " | ".join(f"`{r['bundle']}`" for r in results) + " |",
@@ -201,21 +201,46 @@ def markdown(results: Sequence[dict[str, Any]], peers: dict[str, Any] | None) ->
     return "\n".join(lines)
 
 
-def peers_table(peers: dict[str, Any]) -> str:
-    lines = [f"Peers on the same test sources ({peers['hours']:.2f} h; each model at its own default threshold):", "",
-             "| detector | model | FA | FA/h (95 % CI) | CPU s per audio hour |", "|---|---|--:|--:|--:|"]
-    for row in peers["rows"]:
-        lines.append(f"| {row['engine']} | `{row['model']}` | {row['false_accepts']} | {row['per_hour']:.1f} "
-                     f"({row['ci95'][0]:.1f}-{row['ci95'][1]:.1f}) | {row['cpu_seconds_per_audio_hour']:.0f} |")
-    return "\n".join(lines + [f"\n{peers.get('note', '')}".rstrip()])
+def merge_peers(parts: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Peer rows of runs over disjoint sources added up per model; an error if a source was counted twice."""
+    from edge.intervals import rate_interval
+
+    merged: dict[tuple[str, str], dict[str, Any]] = {}
+    for part in parts:
+        for r in part["rows"]:
+            m = merged.setdefault((r["engine"], r["model"]), {"engine": r["engine"], "model": r["model"],
+                                                              "false_accepts": 0, "hours": 0.0, "cpu_seconds": 0.0,
+                                                              "sources": [], "per_source": {}})
+            if set(m["sources"]) & set(r["sources"]):
+                raise AuricleError(f"peer runs overlap on {sorted(set(m['sources']) & set(r['sources']))}; "
+                                   "remove one peers*.json")
+            for k in ("false_accepts", "hours", "cpu_seconds"):
+                m[k] += r[k]
+            m["sources"] += r["sources"]
+            m["per_source"].update(r["per_source"])
+    for m in merged.values():
+        lo, hi = rate_interval(m["false_accepts"], m["hours"])
+        m.update(per_hour=m["false_accepts"] / m["hours"], ci95=[lo, hi],
+                 cpu_seconds_per_audio_hour=m["cpu_seconds"] / m["hours"])
+    return list(merged.values())
+
+
+def peers_table(rows: Sequence[dict[str, Any]], note: str) -> str:
+    lines = ["Peers on the test sources (each model at its own shipped threshold):", "",
+             "| detector | model | test hours | FA | FA/h (95 % CI) | CPU s per audio hour |", "|---|---|--:|--:|--:|--:|"]
+    for row in rows:
+        lines.append(f"| {row['engine']} | `{row['model']}` | {row['hours']:.2f} | {row['false_accepts']} "
+                     f"| {row['per_hour']:.1f} ({row['ci95'][0]:.1f}-{row['ci95'][1]:.1f}) "
+                     f"| {row['cpu_seconds_per_audio_hour']:.0f} |")
+    return "\n".join(lines + ["", note])
 
 
 def write_report(out: Path) -> str:
     from edge.fileio import write_text_atomic
 
     results = [json.loads(p.read_text()) for p in sorted(out.glob("fa_sources_*.json"))]
-    peers_path = out / "peers.json"
-    peers = json.loads(peers_path.read_text()) if peers_path.is_file() else None
+    parts = [json.loads(p.read_text()) for p in sorted(out.glob("peers*.json"))]
+    peers = {"rows": merge_peers(parts), "note": parts[0]["note"]} if parts else None
     table = markdown(results, peers) if results else "(no bundle measured yet)"
     write_text_atomic(out / REPORT, "# False accepts on test-role sources\n\n" + table + "\n")
     return table

@@ -17,7 +17,7 @@ stream. An *event* is a score at or above the model's threshold at least ``REFRA
 model's previous event (a satellite stops listening for its wake word while it takes the command), so one long
 activation counts once. Wake phrases are not ten short commands: the comparison says what a user meets, not
 that the tasks are equal. CPU seconds (``time.process_time``, one thread) per hour of audio: the engine's
-shared frontend plus that model's own inference. Writes ``peers.json`` into ``--out``; rebuild the README
+shared frontend plus that model's own inference. Writes ``peers.json`` (``--name``) into ``--out``; rebuild the README
 table with ``python -m benchmarks.false_accepts_sources --report-only``.
 """
 from __future__ import annotations
@@ -156,7 +156,9 @@ def run_engine(engine: Any, corpus: Path, names: Sequence[str] | None, quiet: bo
     from edge.intervals import rate_interval
 
     seconds, shared = 0.0, 0.0
+    engine.sources = set()
     for k, (source, _path, pcm) in enumerate(streams(corpus, names), 1):
+        engine.sources.add(source)
         shared += engine.run(pcm, source)
         seconds += len(pcm) / RATE
         if not quiet and k % 50 == 0:
@@ -166,8 +168,9 @@ def run_engine(engine: Any, corpus: Path, names: Sequence[str] | None, quiet: bo
     for t in engine.tallies.values():
         lo, hi = rate_interval(t.events, hours)
         rows.append({"engine": t.engine, "model": t.model, "threshold": t.threshold, "false_accepts": t.events,
-                     "per_hour": round(t.events / hours, 3), "ci95": [round(lo, 3), round(hi, 3)],
-                     "per_source": t.per_source,
+                     "hours": round(hours, 4), "per_hour": round(t.events / hours, 3),
+                     "ci95": [round(lo, 3), round(hi, 3)], "per_source": t.per_source,
+                     "sources": sorted(engine.sources), "cpu_seconds": round(shared + t.cpu, 2),
                      "cpu_seconds_per_audio_hour": round((shared + t.cpu) / hours, 1)})
     return rows, hours
 
@@ -201,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
                    default=["microwakeword", "openwakeword"])
     p.add_argument("--sources", nargs="+", metavar="NAME", help="only these test sources (default: all)")
     p.add_argument("--out", type=Path, default=Path("benchmarks"))
+    p.add_argument("--name", default="peers", help="output peers_<...>.json name (runs over disjoint sources add up "
+                                                    "in the report)")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--part", type=Path, help=argparse.SUPPRESS)     # a child's output (one engine)
     return p
@@ -222,8 +227,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     note = (f"An event: a score at or above the model's threshold, {REFRACTORY:g} s after its previous event. "
             "CPU: microWakeWord rows are the shared frontend plus that model; openWakeWord rows are all "
             "five models with the shared melspectrogram and embedding together (one predict call runs them all).")
-    write_json_atomic(a.out / "peers.json", {"hours": round(hours, 4), "sources": a.sources or "all test sources",
-                                             "refractory_seconds": REFRACTORY, "rows": rows, "note": note})
+    if not a.name.startswith("peers"):
+        raise AuricleError(f"--name {a.name}: must start with 'peers' (the report reads peers*.json)")
+    write_json_atomic(a.out / f"{a.name}.json", {"refractory_seconds": REFRACTORY, "rows": rows, "note": note})
     for r in rows:
         print(f"{r['engine']:14s} {r['model']:16s} {r['false_accepts']:4d} FA  {r['per_hour']:6.2f} /h  "
               f"{r['cpu_seconds_per_audio_hour']:7.1f} CPU s/h", flush=True)
