@@ -125,3 +125,29 @@ def test_measure_reports_by_source_and_keyword(tmp_path):
     assert [r["threshold"] for r in d["det"]] == sorted(r["threshold"] for r in d["det"])
     assert all(r["false_reject_rate"] is not None for r in d["det"])
     assert "| tts-espeak-ng |" in (res / "FALSE_ACCEPTS_SOURCES.md").read_text()
+
+
+def test_peer_runs_over_disjoint_sources_add_up_and_overlaps_are_refused():
+    from benchmarks.false_accepts_sources import merge_peers
+    from edge.errors import AuricleError
+
+    def part(sources, fa, hours, cpu):
+        return {"rows": [{"engine": "e", "model": "m", "false_accepts": fa, "hours": hours, "cpu_seconds": cpu,
+                          "sources": sources, "per_source": {s: fa for s in sources[:1]}}]}
+
+    (m,) = merge_peers([part(["a"], 2, 1.0, 10.0), part(["b", "c"], 1, 2.0, 20.0)])
+    assert (m["false_accepts"], m["hours"], m["per_hour"], m["cpu_seconds_per_audio_hour"]) == (3, 3.0, 1.0, 10.0)
+    assert m["ci95"][0] < 1.0 < m["ci95"][1]
+    with pytest.raises(AuricleError, match="overlap"):
+        merge_peers([part(["a"], 2, 1.0, 10.0), part(["a"], 1, 1.0, 10.0)])
+
+
+def test_peers_without_their_packages_say_what_to_install(tmp_path):
+    pytest.importorskip("soundfile")
+    try:
+        import pymicro_wakeword  # noqa: F401
+        pytest.skip("pymicro-wakeword is installed here")
+    except ModuleNotFoundError:
+        pass
+    r = _cli("benchmarks.peers", "--corpus", str(tmp_path), "--engines", "microwakeword", "--out", str(tmp_path))
+    assert r.returncode == 2 and "requirements-peers.txt" in r.stderr and "Traceback" not in r.stderr

@@ -134,7 +134,7 @@ def read_licence(root: Path, package: str) -> list[str]:
     """Licence names from a package's copyright file: DEP-5 ``License:`` fields, else names in its text."""
     path = root / "usr/share/doc" / package / "copyright"
     if not path.is_file():
-        return [f"no copyright file in {package}"]
+        return [f"no Debian copyright file for {package} (a PyPI package: see its metadata)"]
     text = path.read_text(errors="replace")
     fields = sorted({m.strip() for m in re.findall(r"^License:\s*(\S.*)$", text, re.M)})
     return fields or sorted({m.group(0).strip() for m in LICENCE_NAMES.finditer(text)})[:12]
@@ -375,7 +375,8 @@ def build_tts(src: Source, folder: Path, cap_s: float, piper_venv: Path | None) 
                          voice=voice, variant=variant, texts=lines)
                 _progress(src, done, cap_s)
             k += 1
-    return done, {p: {"version": _package_version(p, piper_venv)} for p in src.packages}
+    return done, {p: {"version": _package_version(p, piper_venv), "licence_read": read_licence(Path("/"), p)}
+                  for p in src.packages}
 
 
 def _package_version(package: str, piper_venv: Path | None) -> str:
