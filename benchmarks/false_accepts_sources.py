@@ -37,8 +37,10 @@ DET_THRESHOLDS = (0.5, 0.7, 0.85, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999)   # + the
 REPORT = "FALSE_ACCEPTS_SOURCES.md"
 
 
-def test_files(corpus: Path, names: Sequence[str] | None = None) -> dict[str, list[tuple[Path, float]]]:
-    """``{source: [(flac, seconds), ...]}`` for the test-role sources of the table found in ``corpus``."""
+def test_files(corpus: Path, names: Sequence[str] | None = None,
+               max_hours: float | None = None) -> dict[str, list[tuple[Path, float]]]:
+    """``{source: [(flac, seconds), ...]}`` for the test-role sources of the table found in ``corpus``; with
+    ``max_hours``, each source's first files (in its manifest's order) up to that many hours."""
     from tools.negative_corpora import read_manifest, sources_of_role
 
     wanted = [s.name for s in sources_of_role("test")]
@@ -51,7 +53,19 @@ def test_files(corpus: Path, names: Sequence[str] | None = None) -> dict[str, li
         if m is None or m.get("role") != "test":
             raise AuricleError(f"test source {name} is not built in {corpus}: python -m tools.negative_corpora "
                                f"--out {corpus} --sources {name}")
-        out[name] = [(corpus / name / f["file"], float(f["seconds"])) for f in m["files"]]
+        out[name] = _first_hours([(corpus / name / f["file"], float(f["seconds"])) for f in m["files"]], max_hours)
+    return out
+
+
+def _first_hours(rows: list[tuple[Path, float]], max_hours: float | None) -> list[tuple[Path, float]]:
+    if max_hours is None:
+        return rows
+    out, total = [], 0.0
+    for path, sec in rows:
+        if total >= max_hours * 3600:
+            break
+        out.append((path, sec))
+        total += sec
     return out
 
 
@@ -118,14 +132,14 @@ def _rate(fa: int, hours: float) -> dict[str, Any]:
 
 
 def measure(bundle: Path, corpus: Path, stream: Path, names: Sequence[str] | None, quiet: bool,
-            cache: Path | None = None) -> dict[str, Any]:
+            cache: Path | None = None, max_hours: dict[str, float] | None = None) -> dict[str, Any]:
     """One bundle on the test sources: overall, per source and per keyword, the DET and the stream's FRR."""
     from edge.bundle import load_bundle
     from edge.detector import DEFAULT_HOP, StreamingDetector
     from edge.evaluate import collect
     from edge.scoring import read_truth
 
-    files = test_files(corpus, names)
+    files = {src: _first_hours(rows, (max_hours or {}).get(src)) for src, rows in test_files(corpus, names).items()}
     b = load_bundle(bundle)
     det = StreamingDetector(b, hop=DEFAULT_HOP, threshold=None, smooth=None, min_gap=None, num_threads=1)
     scores, cpu = model_pass(det, b, files, None if cache is None else cache / b.name, quiet)
@@ -246,6 +260,19 @@ def write_report(out: Path) -> str:
     return table
 
 
+def _source_hours(items: Sequence[str]) -> dict[str, float]:
+    out = {}
+    for item in items:
+        name, _, hours = item.partition("=")
+        try:
+            out[name] = float(hours)
+        except ValueError:
+            raise AuricleError(f"--source-hours {item}: write SOURCE=HOURS, e.g. tts-espeak-ng=0.5") from None
+        if out[name] <= 0:
+            raise AuricleError(f"--source-hours {item}: hours must be positive")
+    return out
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.false_accepts_sources", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -258,6 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scores-cache", type=Path,
                    help="keep each source's window scores here (per bundle model and source build): a later run "
                         "with more sources scores only the new ones")
+    p.add_argument("--source-hours", nargs="+", default=[], metavar="SOURCE=H",
+                   help="measure only a source's first H hours (its manifest's file order), e.g. tts-espeak-ng=0.5")
     p.add_argument("--report-only", action="store_true", help="rebuild the report from the JSON files in --out")
     p.add_argument("--quiet", action="store_true")
     return p
@@ -273,7 +302,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise AuricleError(f"need {a.stream} and its .csv; build the keyword one with python -m "
                                "tools.make_sample_stream --split test --duration 160 --seed 23 --out results/streams "
                                "--name test_stream")
-        result = measure(a.bundle, a.corpus, a.stream, a.sources, a.quiet, a.scores_cache)
+        result = measure(a.bundle, a.corpus, a.stream, a.sources, a.quiet, a.scores_cache, _source_hours(a.source_hours))
         a.out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(a.out / f"fa_sources_{result['bundle']}.json", result)
         plot(result, a.out / f"det_sources_{result['bundle']}.png")

@@ -151,3 +151,15 @@ def test_peers_without_their_packages_say_what_to_install(tmp_path):
         pass
     r = _cli("benchmarks.peers", "--corpus", str(tmp_path), "--engines", "microwakeword", "--out", str(tmp_path))
     assert r.returncode == 2 and "requirements-peers.txt" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_source_can_be_sampled_by_its_first_hours():
+    from benchmarks.false_accepts_sources import _first_hours, _source_hours
+    from edge.errors import AuricleError
+
+    rows = [(Path(f"{i}.flac"), 1800.0) for i in range(5)]
+    assert _first_hours(rows, 1.0) == rows[:2] and _first_hours(rows, 1.1) == rows[:3]
+    assert _first_hours(rows, None) == rows
+    assert _source_hours(["tts-espeak-ng=0.5"]) == {"tts-espeak-ng": 0.5}
+    with pytest.raises(AuricleError, match="SOURCE=HOURS"):
+        _source_hours(["tts-espeak-ng"])
