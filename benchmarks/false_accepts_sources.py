@@ -200,16 +200,16 @@ def markdown(results: Sequence[dict[str, Any]], peers: dict[str, Any] | None) ->
     if peers:
         lines += ["", peers_table(peers["rows"], peers["note"])]
     sources = list(dict.fromkeys(src for r in results for src in r["per_source"]))
-    lines += ["", "FA/h by test source (false accepts in brackets; where they come from, by label):", "",
-              "| source | hours | " + " | ".join(f"`{r['bundle']}`" for r in results) + " |",
-              "|---|--:|" + "--:|" * len(results)]
+    lines += ["", "FA/h by test source (false accepts in hours measured; where they come from, by label):", "",
+              "| source | " + " | ".join(f"`{r['bundle']}`" for r in results) + " |",
+              "|---|" + "--:|" * len(results)]
     for src in sources:
         cells = []
         for r in results:
             d = r["per_source"].get(src)
-            cells.append("-" if d is None else f"{d['per_hour']:.1f} ({d['false_accepts']}: {_labels(d['per_label'])})")
-        hours = next(r["per_source"][src]["hours"] for r in results if src in r["per_source"])
-        lines.append(f"| {src} | {hours:.2f} | " + " | ".join(cells) + " |")
+            cells.append("-" if d is None else f"{d['per_hour']:.1f} ({d['false_accepts']} in {d['hours']:.2f} h: "
+                                               f"{_labels(d['per_label'])})")
+        lines.append(f"| {src} | " + " | ".join(cells) + " |")
     lines += [""] + [f"- `{r['bundle']}` false accepts by label, all test sources: {_labels(r['overall']['per_label'])}."
                      for r in results]
     return "\n".join(lines)
