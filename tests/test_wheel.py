@@ -40,7 +40,7 @@ def _run(cmd, *, cwd, timeout=300, check=True):
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("dist")
     # this venv's setuptools when it has one (no download); else pip fetches it into an isolated build env
-    isolation = ["--no-build-isolation"] if importlib.util.find_spec("setuptools") else []
+    isolation = ["--no-build-isolation"] if all(importlib.util.find_spec(n) for n in ("setuptools", "wheel")) else []
     _run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", *isolation, "-w", out, REPO], cwd=REPO)
     wheels = sorted(out.glob("auricle-*.whl"))
     assert len(wheels) == 1, wheels

@@ -148,7 +148,10 @@ def sync_src(cache: Cache) -> Path:
             shutil.rmtree(path)
         elif path.is_symlink() or path.exists():
             path.unlink()
-    isolation = ["--no-build-isolation"] if importlib.util.find_spec("setuptools") else []
+    # this venv's setuptools when it can build a wheel by itself (setuptools < 70.1 needs the wheel package,
+    # which an edge-only venv lacks); else pip fetches the build requirements into an isolated environment
+    local = all(importlib.util.find_spec(n) for n in ("setuptools", "wheel"))
+    isolation = ["--no-build-isolation"] if local else []
     proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", *isolation, "-w",
                            str(cache.src / "dist"), str(REPO)], cwd=REPO, capture_output=True, text=True,
                           timeout=600)
