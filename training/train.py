@@ -241,9 +241,17 @@ def _callbacks(out: Path, cfg: TrainConfig, total_epochs: int, initial_epoch: in
                 print(f"time limit of {cfg.time_limit:.0f} s reached: stopping", flush=True)
                 self.model.stop_training = True
 
-    cbs = [EpochLine(), BestAndLast(), TargetStop(), TimeLimit(),
-           keras.callbacks.CSVLogger(str(out / HISTORY), append=initial_epoch > 0)]
-    if precise_bn is not None:   # last: it sees a stop the others asked for in the same batch
+    return [EpochLine(), BestAndLast(), TargetStop(), TimeLimit(),
+            *_run_callbacks(out, cfg, initial_epoch, precise_bn)]
+
+
+def _run_callbacks(out: Path, cfg: TrainConfig, initial_epoch: int, precise_bn: Any) -> list:
+    """The history log, batch-norm re-estimation (after the others: it sees a stop they asked for in the
+    same batch) and early stopping."""
+    import keras
+
+    cbs = [keras.callbacks.CSVLogger(str(out / HISTORY), append=initial_epoch > 0)]
+    if precise_bn is not None:
         cbs.append(precise_bn)
     if cfg.patience:
         cbs.append(keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=cfg.patience, mode="max",
