@@ -52,7 +52,16 @@ def missing_dependency(exc: ModuleNotFoundError) -> str | None:
             return None            # the package is there and lacks a submodule: a version mismatch, not this
     except (ImportError, ValueError):
         pass
-    return f"{root} is not installed and this command needs it: pip install -e '.[{extra}]' (or '.[all]')"
+    return f"{root} is not installed and this command needs it: {install_hint(extra)}"
+
+
+def install_hint(extra: str) -> str:
+    """How to install an extra: from the checkout this code runs from, or (an installed wheel) by name."""
+    from pathlib import Path
+
+    if (Path(__file__).resolve().parent.parent / "setup.py").is_file():
+        return f"pip install -e '.[{extra}]' (or '.[all]')"
+    return f"pip install 'auricle[{extra}]'"
 
 
 def run_cli(main: Callable[[Sequence[str] | None], int], argv: Sequence[str] | None = None) -> NoReturn:
