@@ -163,3 +163,16 @@ def test_a_source_can_be_sampled_by_its_first_hours():
     assert _source_hours(["tts-espeak-ng=0.5"]) == {"tts-espeak-ng": 0.5}
     with pytest.raises(AuricleError, match="SOURCE=HOURS"):
         _source_hours(["tts-espeak-ng"])
+
+
+@pytest.mark.skipif(not (shutil.which("espeak-ng") and shutil.which("dpkg-query")),
+                    reason="needs espeak-ng and a Debian package database")
+def test_a_voice_whose_package_is_missing_is_named_before_any_text(tmp_path):
+    table = json.loads(_tiny_table(tmp_path).read_text())
+    table["sources"][0]["packages"] = ["espeak-ng", "festvox-no-such-voice"]
+    path = tmp_path / "missing.json"
+    path.write_text(json.dumps(table))
+    r = _cli("tools.negative_corpora", "--out", str(tmp_path / "c"), "--table", str(path))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "tts-espeak-ng needs festvox-no-such-voice: apt-get install festvox-no-such-voice" in r.stderr
+    assert not list((tmp_path / "c").rglob("*.flac"))

@@ -342,6 +342,17 @@ class Synth:
                 "-f", str(wav), "--sentence-silence", "0.5"]
 
 
+def _need_installed(src: Source) -> None:
+    """A system TTS voice synthesizes only if its Debian package is installed: say which to install, before
+    any text is tried (Piper's packages are PyPI wheels, checked by ``Synth.piper_model``)."""
+    if src.engine == "piper" or not shutil.which("dpkg-query"):
+        return
+    missing = [p for p in src.packages
+               if "install ok installed" not in _run(["dpkg-query", "-W", "-f=${Status}", p], text=True).stdout]
+    if missing:
+        raise AuricleError(f"{src.name} needs {', '.join(missing)}: apt-get install {' '.join(missing)}")
+
+
 def build_tts(src: Source, folder: Path, cap_s: float, piper_venv: Path | None) -> tuple[Written, dict[str, Any]]:
     import random
 
@@ -352,6 +363,7 @@ def build_tts(src: Source, folder: Path, cap_s: float, piper_venv: Path | None) 
         raise AuricleError(f"keyword tokens in tools/negative_text.py word lists: {', '.join(leaks)}; remove them")
     synth = Synth(src.engine or "", piper_venv)
     synth.check()
+    _need_installed(src)
     rng, texts, done = random.Random(src.seed), utterances(src.seed), Written()
     with tempfile.TemporaryDirectory(prefix="negtts") as tmp:
         k = 0
