@@ -306,12 +306,18 @@ def test_a_corpus_splits_by_source_role_and_never_reads_a_test_source(tmp_path, 
     by_source = {}
     for f in files:
         by_source.setdefault(f.rel.split("/")[0], set()).add(f.split)
-    assert by_source == {"music-a": {"train"}, "speech-b": {"val"}}     # no sha1 split inside a source
+    assert by_source == {"music-a": {"train"}, "speech-b": {"val"}, "tts-c": {"test"}}   # whole sources
     assert "tts-c is a test source" in caplog.text
+    bank = load_negative_bank([corpus], edge_config(), cache_dir=tmp_path / "cache", progress=False)
+    assert {f.rel.split("/")[0] for f in bank.files} == {"music-a", "speech-b"}          # test never read
     one = find_negative_files([corpus / "speech-b"])                    # a source named on its own
     assert {f.split for f in one} == {"val"} and len(one) == 6
     with pytest.raises(Exception, match="none of the negative files|no audio files"):
         load_negative_bank([corpus / "tts-c"], edge_config(), cache_dir=tmp_path / "cache", progress=False)
+    write_noise(corpus / "tts-d" / "f0.flac", 0.5, 3)                  # a source whose build has not finished
+    with pytest.raises(Exception, match="tts-d has no manifest.json"):
+        find_negative_files([corpus])
+    shutil.rmtree(corpus / "tts-d")
     (corpus / "speech-b" / "manifest.json").write_text(json.dumps({"role": "holdout"}))
     with pytest.raises(Exception, match="role 'holdout'"):
         find_negative_files([corpus])

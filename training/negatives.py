@@ -12,8 +12,8 @@ once with the one frontend (``edge.features.log_mel``), cached by the file's con
 
 A folder built by ``python -m tools.negative_corpora`` (one sub-folder per *source*, each with a
 ``manifest.json`` naming its role) is split by source instead: a train source's files all train, a tune
-source's all serve validation (mining checks, detector tuning), and a test source is skipped whole -- it is
-only ever measured (``benchmarks.false_accepts_sources``). Frames are cached on disk and memory-mapped, so tens
+source's all serve validation (mining checks, detector tuning), and a test source's files are all test: never
+read here, only ever measured (``benchmarks.false_accepts_sources``). Frames are cached on disk and memory-mapped, so tens
 of hours of negatives train within a small machine's memory.
 
 The validation and test files are never used for training; the validation part is for tuning the detector
@@ -35,7 +35,7 @@ import numpy as np
 from edge.errors import AudioError, AuricleError
 from edge.features import FeatureConfig, log_mel
 from edge.fileio import atomic_writer
-from edge.splits import SPLITS, split_of
+from edge.splits import SPLITS, file_split, source_roles, split_of
 from training.data import AUDIO_EXTENSIONS, default_cache_dir, load_audio
 
 log = logging.getLogger(__name__)
@@ -81,48 +81,19 @@ def find_negative_files(roots: Sequence[str | os.PathLike[str]],
     return _mark_noise(found, roots, noise_paths)
 
 
-#: a corpus source's role -> the split its files serve (test sources are never read for training)
-ROLE_SPLIT = {"train": "train", "tune": "val"}
-
-
-def source_roles(root: Path) -> dict[Path, str]:
-    """Corpus sources at or directly below ``root`` (folders whose ``manifest.json`` names a ``role``, as
-    ``tools.negative_corpora`` writes them) -> their role. Empty for a plain folder of recordings."""
-    roles: dict[Path, str] = {}
-    for folder in [root, *sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))]:
-        manifest = folder / "manifest.json"
-        if not manifest.is_file():
-            continue
-        try:
-            role = json.loads(manifest.read_text()).get("role")
-        except (OSError, ValueError, AttributeError):
-            raise AuricleError(f"{manifest} is not a readable corpus manifest; rebuild the source with "
-                               "python -m tools.negative_corpora") from None
-        if role not in ("train", "tune", "test"):
-            raise AuricleError(f"{manifest} names role {role!r}; a source's role is train, tune or test")
-        roles[folder] = role
-    return roles
-
-
 def _files_under(root: Path, roles: dict[Path, str]) -> Iterable[NegativeFile]:
     """Audio files under ``root``: a corpus source's files take the split of its role (train -> train, tune ->
-    val; a test source is skipped whole, with a log line); other files the sha1 rule of their relative path."""
+    val, test -> test: loaded never, see :func:`load_negative_bank`); other files the sha1 rule of their path."""
     for source, role in roles.items():
         if role == "test":
-            log.info("negatives: %s is a test source; it is never trained or tuned on (skipped)", source.name)
+            log.info("negatives: %s is a test source; it is never trained or tuned on", source.name)
     for dirpath, dirnames, filenames in os.walk(root):
-        here = Path(dirpath)
-        role = next((r for src, r in roles.items() if src == here or src in here.parents), None)
-        if role == "test":
-            dirnames[:] = []
-            continue
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             if name.startswith(".") or os.path.splitext(name)[1].lower() not in AUDIO_EXTENSIONS:
                 continue
-            p = here / name
-            rel = p.relative_to(root).as_posix()
-            yield NegativeFile(_place(p), rel, ROLE_SPLIT[role] if role else split_of_file(rel))
+            p = Path(dirpath) / name
+            yield NegativeFile(_place(p), p.relative_to(root).as_posix(), file_split(p, root, roles))
 
 
 def _place(path: Path) -> Path:
