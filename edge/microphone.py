@@ -381,8 +381,8 @@ class Microphone(Source):
         self.stalled_seconds += time.monotonic() - lost_at
         how = (f"{tries} reopen {'try' if tries == 1 else 'tries'} failed" if tries
                else "the stall watchdog is off (--stall-timeout 0)")
-        raise DeviceStalledError(f"{self._what(ended, lost_at)}; {how} -- check the microphone (`arecord -l`, its cable/USB port); "
-                                 "a service manager should restart the program")
+        raise DeviceStalledError(f"{self._what(ended, lost_at)}; {how} -- check the microphone (`arecord -l`, its "
+                                 "cable/USB port); a service manager should restart the program")
 
     def _reopen(self, lost_at: float) -> bool:
         """One reopen try: open the stream, then wait up to ``stall_timeout`` s for its first audio."""
