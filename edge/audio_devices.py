@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 from types import ModuleType
-from typing import TypedDict
+from typing import TypedDict, cast
 
 from edge.cstreams import captured_c_stderr
 from edge.errors import AudioError
@@ -93,7 +93,7 @@ def resolve_input_device(sd: ModuleType, device: int | str | None) -> DeviceInfo
     if device is None:
         try:
             with captured_c_stderr(AUDIO_DEBUG_ENV):
-                return dict(sd.query_devices(kind="input"))
+                return cast(DeviceInfo, dict(sd.query_devices(kind="input")))
         except Exception:
             names = [d["name"] for d in list_input_devices()]
             if names:
@@ -106,7 +106,7 @@ def resolve_input_device(sd: ModuleType, device: int | str | None) -> DeviceInfo
         key = int(device)
     try:
         with captured_c_stderr(AUDIO_DEBUG_ENV):
-            info = dict(sd.query_devices(key))
+            info = cast(DeviceInfo, dict(sd.query_devices(key)))
     except (ValueError, sd.PortAudioError) as exc:
         raise AudioError(f"unknown --device {device!r} ({' '.join(str(exc).split())}); {hint}") from None
     if info.get("max_input_channels", 0) < 1:

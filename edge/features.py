@@ -130,7 +130,7 @@ class FeatureConfig:
         if unknown:
             raise AuricleError(f"feature config has unknown keys {unknown}; it was written by a newer "
                                "auricle -- upgrade auricle")
-        return cls(**dict(data))
+        return cls(**dict(data))  # type: ignore[arg-type]  # __post_init__ checks each value
 
     @classmethod
     def from_json(cls, text: str) -> "FeatureConfig":
@@ -142,14 +142,14 @@ class FeatureConfig:
 
 def edge_config(**overrides: FeatureValue) -> FeatureConfig:
     """Native log-mel frames for small CPUs: 97 frames x 40 mels for 1 s at 16 kHz."""
-    return FeatureConfig(**{"profile": "edge", **overrides})
+    return FeatureConfig(**{"profile": "edge", **overrides})  # type: ignore[arg-type]  # checked there
 
 
 def seed_config(**overrides: FeatureValue) -> FeatureConfig:
     """The original study's form, a mel spectrogram rendered as a 224x224x3 image: 64 ms windows every
     16 ms, 64 mel bands (59 frames for 1 s), upsampled to the image."""
     return FeatureConfig(**{"profile": "seed", "n_fft": 1024, "win_length": 1024, "hop_length": 256,
-                            "n_mels": 64, **overrides})
+                            "n_mels": 64, **overrides})  # type: ignore[arg-type]  # checked there
 
 
 # -- mel filterbank (Slaney scale and area normalisation, as librosa's defaults) ----------------
