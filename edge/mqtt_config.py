@@ -27,8 +27,8 @@ DISCOVERY_WAIT = 2.0           # events are held this long after discovery is (r
                                # ~0.15 s to create the entity and subscribe to its topic (more on a busy Pi)
 KEEPALIVE = 30
 ONLINE, OFFLINE = "online", "offline"
-_CONTROL_HEADROOM = 16         # paho's own queue bound = event queue + room for discovery/availability
-_INSTALL_HINT = "install it: `pip install 'paho-mqtt>=2'` (or `pip install -e '.[mqtt]'`)"
+CONTROL_HEADROOM = 16          # paho's own queue bound = event queue + room for discovery/availability
+INSTALL_HINT = "install it: `pip install 'paho-mqtt>=2'` (or `pip install -e '.[mqtt]'`)"
 
 
 @dataclasses.dataclass(frozen=True)
