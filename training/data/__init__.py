@@ -11,22 +11,22 @@ Layouts (``layout="auto"`` picks ``folders`` when any sub-folder of the root hol
 * ``folders`` -- one folder per class, ``root/dog/x.wav``; files may sit in nested folders below the class
   folder. Audio directly in the root is reported as skipped.
 * ``filenames`` -- flat files in the root, labelled by name. The rule is inferred from all the names
-  (:func:`~training.data.naming.infer_rule`): ``<word>_<speaker>_nohash_<n>`` (Speech Commands) -> word; ``<label>_<speaker>_<n>``
-  when the middle fields repeat across labels (spoken digits: ``3_jackson_12``) -> ``3``; otherwise
-  :func:`label_from_name` (the study's ``Laughter_284.m4a`` -> ``Laughter``). ``--label-regex`` overrides it
-  (first group of the regex, searched in the stem).
+  (:func:`~training.data.naming.infer_rule`): ``<word>_<speaker>_nohash_<n>`` (Speech Commands) -> word;
+  ``<label>_<speaker>_<n>`` when the middle fields repeat across labels (spoken digits: ``3_jackson_12``)
+  -> ``3``; otherwise :func:`label_from_name` (the study's ``Laughter_284.m4a`` -> ``Laughter``).
+  ``--label-regex`` overrides it (first group of the regex, searched in the stem).
 
 Audio files are those ending in one of :data:`AUDIO_EXTENSIONS` (any case; ``x.wav.wav`` too). Hidden files
-and folders (``.``), every other file (README, LICENSE, CSV ...) and the folders in :data:`~training.data.discover.IGNORED_DIRS`
-are ignored.
+and folders (``.``), every other file (README, LICENSE, CSV ...) and the folders in
+:data:`~training.data.discover.IGNORED_DIRS` are ignored.
 
 Groups keep one speaker or source inside one split: ``--group-by REGEX`` (first group, searched in the stem;
 a name it does not match is its own group, with a warning); else the speaker of ``<speaker>_nohash_<n>`` and
-``<label>_<speaker>_<n>`` names; else each file is its own group, named by its stem. :func:`edge.splits.split_of` (the
-one rule) maps a group to ``train`` / ``val`` / ``test`` by ``sha1(group) % 100``
-(< 80, 80-89, >= 90); ``--split-file CSV`` (``path,split``) gives the user's own split instead. The
-inspector counts groups with clips in more than one split (0 under a group rule) and warns when the labels
-or groups look wrong (:func:`~training.data.naming.naming_warnings`).
+``<label>_<speaker>_<n>`` names; else each file is its own group, named by its stem.
+:func:`edge.splits.split_of` (the one rule) maps a group to ``train`` / ``val`` / ``test`` by
+``sha1(group) % 100`` (< 80, 80-89, >= 90); ``--split-file CSV`` (``path,split``) gives the user's own split
+instead. The inspector counts groups with clips in more than one split (0 under a group rule) and warns when
+the labels or groups look wrong (:func:`~training.data.naming.naming_warnings`).
 
 Decoding (:func:`load_audio`): WAV/FLAC/OGG through soundfile; m4a, mp3, aac, wma, opus and webm through
 pydub with the ffmpeg binary of ``imageio-ffmpeg`` (no system ffmpeg or ffprobe needed). Audio is mixed to

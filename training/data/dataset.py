@@ -244,6 +244,7 @@ def _decode_missing(clips: Sequence[Clip], rows: _Rows, config: FeatureConfig, c
                 _note(progress, warning)
     bar.finish(cached=hits, decoded=decoded, skipped=len(skipped))
 
+
 def load_dataset(root: str | os.PathLike, config: FeatureConfig, *, layout: str = "auto", strict: bool = False,
                  cache_dir: str | os.PathLike | None = None, use_cache: bool = True,
                  progress: bool = True, naming: Naming | None = None,
@@ -251,10 +252,11 @@ def load_dataset(root: str | os.PathLike, config: FeatureConfig, *, layout: str 
     """Discover and decode every clip under ``root``, fitted to the clip length.
 
     Files that cannot be used (unreadable, empty, truncated, undecodable, NaN/inf, unlabelled) are listed in
-    ``Dataset.skipped`` with the reason, and printed one line each on stderr when ``progress``;
-    ``strict=True`` raises :class:`AuricleError` on the first instead. ``progress`` also prints a line every
-    500 decoded files. Waveforms are cached on disk (``cache_dir``, default :func:`default_cache_dir`;
-    ``use_cache=False`` turns it off) by frontend settings and file content, so a rerun decodes nothing.
+    ``Dataset.skipped`` with the reason, and logged one warning each (logger ``training.data.dataset``) when
+    ``progress``; ``strict=True`` raises :class:`AuricleError` on the first instead. ``progress`` also logs an
+    INFO line every 500 decoded files. Waveforms are cached on disk (``cache_dir``, default
+    :func:`default_cache_dir`; ``use_cache=False`` turns it off) by frontend settings and file content, so a
+    rerun decodes nothing.
     Raises :class:`AuricleError` when the folder is missing or holds no usable clip.
     Call :meth:`Dataset.check_trainable` before training.
 

@@ -36,6 +36,7 @@ _FFMPEG_FORMATS: dict[str, tuple[str, tuple[str, ...]]] = {
     ".ogg": ("ogg", ("vorbis", "opus", "flac")),
 }
 
+
 @dataclasses.dataclass(frozen=True)
 class AudioInfo:
     """A file's native properties (before mixing and resampling)."""
@@ -216,6 +217,7 @@ def load_audio(path: str | os.PathLike, sample_rate: int) -> np.ndarray:
     except AudioError as exc:
         raise AudioError(f"{path}: {exc}") from None
 
+
 def probe_seconds(path: Path) -> float:
     """A file's duration from its header (soundfile), else by decoding it; 0.0 when it cannot be read."""
     if path.suffix.lower() in _SOUNDFILE_EXTS:
@@ -231,6 +233,7 @@ def probe_seconds(path: Path) -> float:
     except AudioError:
         return 0.0
     return info.duration
+
 
 def one_blas_thread() -> contextlib.AbstractContextManager[Any]:
     """Limit BLAS to one thread while featurising clip by clip, when threadpoolctl is installed.

@@ -126,6 +126,7 @@ def scan(root: str | os.PathLike, *, layout: str = "auto", naming: Naming | None
     return Discovery(root=root, layout=layout, clips=tuple(clips), rejected=tuple(rejected), rule=rule,
                      group_misses=tuple(misses), warnings=tuple(warns), split_rule=split_rule)
 
+
 def discover(root: str | os.PathLike, *, layout: str = "auto", naming: Naming | None = None) -> list[Clip]:
     """The labelled clips under ``root``, sorted by label then path. Unlabelled files are left out."""
     return list(scan(root, layout=layout, naming=naming).clips)

@@ -23,7 +23,7 @@ _NOHASH = re.compile(r"^(?:(?P<word>.+)_)?(?P<speaker>[^_]+)_nohash_\d+$")
 _TRAILING_NUMBER = re.compile(r"^(?P<label>.*?[^_\-\s])[_\-\s]+\d+$")
 
 
-# -- names, labels, groups, splits ----------------------------------------------------------------
+# -- names, labels, groups ----------------------------------------------------------------------------
 def audio_stem(name: str) -> str:
     """File name without its audio extensions: ``bird_0fa1e7a9_nohash_0.wav.wav`` -> ``bird_0fa1e7a9_nohash_0``."""
     stem = Path(name).name
@@ -143,6 +143,7 @@ def grouper(rule: str, group_rx: re.Pattern | None, misses: list[str]) -> Callab
         return lambda stem: m.group("speaker") if (m := _LABEL_SPEAKER_N.match(stem)) else group_of(stem)
     return group_of
 
+
 @dataclasses.dataclass(frozen=True)
 class Clip:
     """One labelled audio file. ``path`` is absolute; ``group`` decides the split."""
@@ -182,6 +183,8 @@ def naming_warnings(clips: Sequence[Clip], *, layout: str, naming: Naming, rule:
                        "one split; if the prefix is the speaker or source, pass --group-by '^([^_]+)_' so each "
                        "stays in one split")
     return out
+
+
 def add_naming_options(parser: argparse.ArgumentParser) -> None:
     """--label-regex, --group-by and --split-file (shared by the inspector and the trainer)."""
     parser.add_argument("--label-regex", metavar="REGEX", default=None,

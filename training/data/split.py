@@ -53,8 +53,8 @@ def assign_splits(clips: list[Clip], split_file: str, root: Path) -> tuple[list[
     unknown = [p for p in wanted if p not in by_path]
     if unknown:
         raise AuricleError(f"--split-file {split_file} names {len(unknown)} path(s) that are not labelled clips "
-                           f"under {str(root)!r} (first: {relative_path(unknown[0], root)!r}); paths must be relative "
-                           "to the data folder")
+                           f"under {str(root)!r} (first: {relative_path(unknown[0], root)!r}); paths must be "
+                           "relative to the data folder")
     kept = [dataclasses.replace(c, assigned=wanted[c.path]) for c in clips if c.path in wanted]
     return kept, [c.path for c in clips if c.path not in wanted]
 
@@ -65,6 +65,7 @@ def groups_across_splits(clips: Iterable[Clip]) -> int:
     for c in clips:
         seen.setdefault(c.group, set()).add(c.split)
     return sum(1 for s in seen.values() if len(s) > 1)
+
 
 def never_empty(clips: list[Clip]) -> tuple[list[Clip], str]:
     """The clips with their splits and the rule that gave them (:func:`edge.splits.choose_splits`: the sha1
