@@ -19,6 +19,7 @@ import soundfile as sf
 import tiny_bundle  # noqa: E402
 
 from edge.classifier import clip_scores, clip_windows, window_starts  # noqa: E402
+from edge.errors import AuricleError  # noqa: E402
 from edge.features import edge_config, log_mel  # noqa: E402
 from edge.gate import END, EventGate  # noqa: E402
 from training import data as D  # noqa: E402
@@ -64,7 +65,7 @@ def test_auto_clip_length_is_the_90th_percentile_capped_and_explained():
     assert seconds == D.AUTO_CLIP_MAX_SECONDS and "capped" in why
     seconds, why = D.auto_clip_seconds([0.1, 0.2])
     assert seconds == D.AUTO_CLIP_MIN_SECONDS and "minimum" in why
-    with pytest.raises(D.AuricleError, match="--clip-seconds SECONDS"):
+    with pytest.raises(AuricleError, match="--clip-seconds SECONDS"):
         D.auto_clip_seconds([])
 
 
