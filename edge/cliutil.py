@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import sys
+import textwrap
 from typing import Any, Callable, Sequence, TextIO
 
 #: one logger per package; modules log through these (or a child: ``logging.getLogger(__name__)``)
@@ -19,9 +20,15 @@ PACKAGE_LOGGERS = ("edge", "training", "converters", "tools", "benchmarks")
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
-    """Keeps the description's own line breaks and shows a default only where it says something: not for
-    flags (on/off switches), not for options whose default is None or empty, not where the help already
-    names it."""
+    """Keeps the description's own line breaks (wrapping only lines too long to fit) and shows a default only
+    where it says something: not for flags (on/off switches), not for options whose default is None or
+    empty, not where the help already names one."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        """The text's own line breaks kept; a line longer than the width (an epilog paragraph) wrapped."""
+        return "\n".join(indent + line if len(indent + line) <= width
+                         else textwrap.fill(line, width, initial_indent=indent, subsequent_indent=indent)
+                         for line in text.splitlines())
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
