@@ -34,7 +34,7 @@ DEFAULT_STREAM_NAME = "speech_commands_stream"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from edge.listen import add_detector_arguments
+    from edge.settings import add_detector_arguments
 
     p = argparse.ArgumentParser(prog="python -m edge.demo", formatter_class=HelpFormatter,
                                 description="Detect words in a long recording and score against ground truth.")

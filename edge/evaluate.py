@@ -425,7 +425,7 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from edge.listen import add_detector_arguments
+    from edge.settings import add_detector_arguments
 
     p = argparse.ArgumentParser(
         prog="python -m edge.evaluate", formatter_class=HelpFormatter,

@@ -26,13 +26,12 @@ import dataclasses
 import json
 import os
 import sys
-from typing import TYPE_CHECKING, Sequence, TextIO
+from typing import TYPE_CHECKING, Any, Sequence, TextIO
 
-from edge.cliutil import (HelpFormatter, add_bundle_argument, add_verbosity_arguments, positive,
-                          setup_logging)
+from edge.cliutil import HelpFormatter, add_verbosity_arguments, positive, setup_logging
 from edge.errors import AuricleError, run_cli
 from edge.run import EXIT_DEVICE_STALLED, Printer, run_sources, summary, summary_line
-from edge.settings import DetectorSettings, RuntimeOptions
+from edge.settings import DetectorSettings, RuntimeOptions, add_detector_arguments
 
 if TYPE_CHECKING:
     from edge.bundle import Bundle
@@ -45,8 +44,7 @@ if TYPE_CHECKING:
 # a seed bundle, 1.5x on an edge one). Only effective before numpy is first imported; a user setting wins.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-__all__ = ["build_parser", "main", "cli", "listen", "InputOptions", "OutputOptions", "EXIT_DEVICE_STALLED",
-           "add_detector_arguments"]
+__all__ = ["build_parser", "main", "cli", "listen", "InputOptions", "OutputOptions", "EXIT_DEVICE_STALLED"]
 
 DEFAULT_FILE_CHUNK = 4096
 EXIT_CODES_HELP = ("Exit codes: 0 = ended normally (audio ended, --duration reached, Ctrl-C or SIGTERM); 2 = bad "
@@ -77,14 +75,6 @@ class OutputOptions:
     record: str | None = None
     out: TextIO | None = None
     err: TextIO | None = None
-
-
-def add_detector_arguments(p: argparse.ArgumentParser) -> None:
-    """``--bundle`` (``--model``: its old spelling), the detector settings and the runtime options: the flags
-    every command that runs a detector shares."""
-    add_bundle_argument(p)
-    DetectorSettings.add_arguments(p)
-    RuntimeOptions.add_arguments(p)
 
 
 def add_watchdog_arguments(p: argparse.ArgumentParser) -> None:
@@ -154,16 +144,18 @@ def open_sources(inputs: InputOptions, bundle: Bundle, err: TextIO) -> list[Sour
     return sources
 
 
-def listen(bundle: Bundle, settings: DetectorSettings | None = None, runtime: RuntimeOptions | None = None, *,
-           inputs: InputOptions | None = None, output: OutputOptions | None = None,
-           mqtt: MqttConfig | None = None) -> dict[str, object]:
+def listen(bundle: Bundle | str | os.PathLike[str] | None, settings: DetectorSettings | None = None,
+           runtime: RuntimeOptions | None = None, *, inputs: InputOptions | None = None,
+           output: OutputOptions | None = None, mqtt: MqttConfig | None = None) -> dict[str, Any]:
     """The core of the CLI: open the sources and the model, run, print events; returns the summary dict.
 
     ``settings`` default to the bundle's tuned values (:meth:`DetectorSettings.from_bundle`). The summary's
     ``stopped_by`` is ``"device_stalled"`` when the microphone could not be brought back.
     """
+    from edge.bundle import as_bundle
     from edge.detector import StreamingDetector
 
+    bundle = as_bundle(bundle)
     inputs, output = inputs or InputOptions(), output or OutputOptions()
     out, err = output.out or sys.stdout, output.err or sys.stderr
     sources = open_sources(inputs, bundle, err)

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from edge.bundle import Bundle
 
 __all__ = ["DEFAULT_HOP", "DEFAULT_THRESHOLD", "DEFAULT_SMOOTH", "DEFAULT_MIN_GAP", "DetectorSettings",
-           "RuntimeOptions"]
+           "RuntimeOptions", "add_detector_arguments"]
 
 DEFAULT_HOP = 0.1          # seconds between windows (rounded to whole frames)
 DEFAULT_THRESHOLD = 0.5    # smoothed score needed for an event
@@ -155,3 +155,13 @@ class RuntimeOptions:
         options = cls(num_threads=getattr(args, "threads", None), coral=bool(getattr(args, "coral", False)))
         options.validate()
         return options
+
+
+def add_detector_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags every command that runs one detector shares: ``--bundle`` (``--model``: its old spelling),
+    the detector settings and the runtime options."""
+    from edge.cliutil import add_bundle_argument
+
+    add_bundle_argument(parser)
+    DetectorSettings.add_arguments(parser)
+    RuntimeOptions.add_arguments(parser)
