@@ -27,9 +27,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from edge.settings import DetectorSettings
 
 __all__ = ["Event", "EventGate", "REARM_FRACTION", "ONSET", "END"]
 
@@ -75,18 +78,20 @@ class _Active:
 
 
 class EventGate:
-    """Stateful smoothing + firing rule over a stream of window scores (see the module doc)."""
+    """Stateful smoothing + firing rule over a stream of window scores (see the module doc), with the
+    event settings of a :class:`edge.settings.DetectorSettings` (its hop is the caller's business)."""
 
-    def __init__(self, labels: Sequence[str], background: Sequence[str] | frozenset[str], *, threshold: float,
-                 smooth: int, min_gap: float, all_scores: bool = False, window_seconds: float = 0.0) -> None:
+    def __init__(self, labels: Sequence[str], background: Sequence[str] | frozenset[str],
+                 settings: DetectorSettings, *, all_scores: bool = False, window_seconds: float = 0.0) -> None:
         self.labels = list(labels)
+        self.settings = settings
         self.window_seconds = float(window_seconds)
         self._active: dict[int, _Active] = {}
         self._ends: list[Event] = []
         self._index = 0
-        self.threshold = float(threshold)
-        self.smooth = int(smooth)
-        self.min_gap = float(min_gap)
+        self.threshold = float(settings.threshold)
+        self.smooth = int(settings.smooth)
+        self.min_gap = float(settings.min_gap)
         self.all_scores = bool(all_scores)
         k = len(self.labels)
         self._fg_idx = np.asarray([i for i, lab in enumerate(self.labels) if lab not in set(background)], dtype=int)

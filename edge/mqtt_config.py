@@ -80,7 +80,7 @@ class MqttConfig:
 # -- options ----------------------------------------------------------------------------------------
 def add_mqtt_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``--mqtt*`` and ``--device-name`` options (validated later by :func:`mqtt_config_from_args`)."""
-    from edge.listen import _positive
+    from edge.cliutil import positive as _positive
 
     g = parser.add_argument_group("MQTT / Home Assistant (needs paho-mqtt: pip install -e '.[mqtt]')")
     g.add_argument("--mqtt", metavar="HOST[:PORT]", help=f"publish events to this MQTT broker (port default "

@@ -22,6 +22,7 @@ from edge.classifier import clip_scores, clip_windows, window_starts  # noqa: E4
 from edge.errors import AuricleError  # noqa: E402
 from edge.features import edge_config, log_mel  # noqa: E402
 from edge.gate import END, EventGate  # noqa: E402
+from edge.settings import DetectorSettings  # noqa: E402
 from training import data as D  # noqa: E402
 from training.featureset import FeatureSet, clip_level_scores, frames_of, padded_log_mel, random_offsets  # noqa: E402
 
@@ -291,7 +292,8 @@ def _sustained(gate: EventGate, seconds_on: tuple[float, float], total: float = 
 
 
 def test_sustained_sound_gets_start_and_end_and_a_word_still_one_event():
-    gate = EventGate(["noise", "siren"], {"noise"}, threshold=0.5, smooth=1, min_gap=1.0, window_seconds=1.0)
+    gate = EventGate(["noise", "siren"], {"noise"}, DetectorSettings(threshold=0.5, smooth=1, min_gap=1.0),
+                     window_seconds=1.0)
     onsets, ends = _sustained(gate, (3.0, 6.0))
     assert len(onsets) == 1 and len(ends) == 1
     ev, end = onsets[0], ends[0]
@@ -306,7 +308,8 @@ def test_sustained_sound_gets_start_and_end_and_a_word_still_one_event():
     onsets, ends = _sustained(gate, (7.0, 99.0))
     assert len(onsets) == 1 and len(ends) == 1 and ends[0].end == pytest.approx(8.9)
     # the same word through step(): one event, as without end tracking (edge.evaluate counts these)
-    gate = EventGate(["noise", "siren"], {"noise"}, threshold=0.5, smooth=3, min_gap=1.0, window_seconds=1.0)
+    gate = EventGate(["noise", "siren"], {"noise"}, DetectorSettings(threshold=0.5, smooth=3, min_gap=1.0),
+                     window_seconds=1.0)
     assert len(_sustained(gate, (3.0, 3.4))[0]) == 1
 
 

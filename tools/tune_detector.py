@@ -79,9 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from edge.bundle import MANIFEST
-    from edge.detector import DEFAULT_HOP
-    from edge.evaluate import evaluate
+    from edge.bundle import MANIFEST, load_bundle
+    from edge.evaluate import EvaluationData, SweepGrid, evaluate
+    from edge.settings import DetectorSettings
     from edge.fileio import write_json_atomic
     from edge.shipped import refuse_to_replace
 
@@ -94,9 +94,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                            "--split val")
     if not a.target_fa >= 0:
         raise AuricleError(f"--target-fa {a.target_fa} must be >= 0 false accepts per hour")
-    ev = evaluate(bundle=a.bundle, negatives=a.negatives, split="val", positives=str(a.stream), truth=str(truth),
-                  hop=a.hop or DEFAULT_HOP, threshold=None, smooth=None, min_gap=None, do_sweep=True,
-                  thresholds=THRESHOLDS, smooths=SMOOTHS, min_gaps=MIN_GAPS)
+    bundle = load_bundle(a.bundle)
+    data = EvaluationData(negatives=a.negatives, split="val", positives=str(a.stream), truth=str(truth))
+    ev = evaluate(bundle, DetectorSettings.from_bundle(bundle, hop=a.hop), data=data,
+                  grid=SweepGrid(thresholds=THRESHOLDS, smooths=SMOOTHS, min_gaps=MIN_GAPS))
     best = choose(ev.sweep, a.target_fa)
     print(f"validation: {ev.negative_hours:.3f} h of negatives, {best.truth_words} positive words; "
           f"{len(ev.sweep)} grid points")
