@@ -76,6 +76,7 @@ class Operating:
     misses: int | None = None
     truth_words: int | None = None
     positive_false_alarms: int | None = None
+    misses_by_label: dict[str, int] | None = None
 
     @property
     def false_reject_rate(self) -> float | None:
@@ -85,6 +86,8 @@ class Operating:
         d = dataclasses.asdict(self)
         d["false_reject_rate"] = None if self.false_reject_rate is None else round(self.false_reject_rate, 4)
         d["false_accepts_per_hour"] = round(self.false_accepts_per_hour, 3)
+        if d["misses_by_label"] is None:
+            del d["misses_by_label"]
         return d
 
 
@@ -112,27 +115,28 @@ def _relative(path: Path, root: Path) -> str:
 
 
 def negative_files(paths: Sequence[str | os.PathLike[str]], split: str | None = None) -> list[tuple[Path, str]]:
-    """``(file, name)`` for every audio file under ``paths`` (sorted), optionally only one split's files."""
-    from edge.splits import split_of
+    """``(file, name)`` for every audio file under ``paths`` (sorted), optionally only one split's files: the
+    sha1 rule on the name, or for a corpus source (``tools.negative_corpora``) its role's split."""
+    from edge.splits import file_split, source_roles, split_of
 
-    found: list[tuple[Path, str]] = []
+    found: list[tuple[Path, str, str]] = []
     for given in paths:
         root = Path(given)
         if root.is_file():
-            found.append((root, root.name))
+            found.append((root, root.name, split_of(root.name)))
         elif root.is_dir():
+            roles = source_roles(root)
             files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES
                            and not any(part.startswith(".") for part in p.relative_to(root).parts))
-            found.extend((p, _relative(p, root)) for p in files)
+            found.extend((p, _relative(p, root), file_split(p, root, roles)) for p in files)
         else:
             raise AuricleError(f"negative audio {root} does not exist; pass files or folders of audio that hold "
                                "none of the target sounds")
-    if split is not None:
-        found = [(p, name) for p, name in found if split_of(name) == split]
+    found = [f for f in found if split is None or f[2] == split]
     if not found:
         raise AuricleError(f"no audio files{f' of the {split} split' if split else ''} in "
                            f"{', '.join(map(str, paths))}; pass WAV/FLAC/OGG files or folders of them")
-    return found
+    return [(p, name) for p, name, _ in found]
 
 
 def _check_truth(truth: Sequence[TruthWord], bundle: Bundle, path: str) -> None:
@@ -193,8 +197,11 @@ def _operating(neg_events: list[Event], neg_seconds: float,
     if pos is not None:
         events, (truth, seconds) = pos
         s = score_events(events, truth, duration=seconds, ignore=sorted(background))
+        missed = {lab: 0 for lab in per_label}
+        for w in s.misses:
+            missed[w.label] = missed.get(w.label, 0) + 1
         extra = {"hits": len(s.hits), "misses": len(s.misses), "truth_words": s.n_truth,
-                 "positive_false_alarms": len(s.false_alarms)}
+                 "positive_false_alarms": len(s.false_alarms), "misses_by_label": missed}
     return Operating(threshold=threshold, smooth=smooth, min_gap=min_gap, false_accepts=len(neg_events),
                      false_accepts_per_hour=len(neg_events) / hours if hours > 0 else 0.0,
                      per_label=per_label, **extra)

@@ -39,6 +39,24 @@ def _setting(default: Any, kind: Callable[[Any], Any], *, tuned: bool) -> Any:
     return dataclasses.field(default=default, metadata={"kind": kind, "tuned": tuned})
 
 
+LabelThresholds = tuple[tuple[str, float], ...]
+
+
+def label_thresholds(value: Any) -> LabelThresholds:
+    """Per-label thresholds as the settings hold them (sorted ``(label, threshold)`` pairs), from a mapping
+    (a manifest), pairs, or ``LABEL=P`` texts (the command line)."""
+    if isinstance(value, Mapping):
+        items = list(value.items())
+    else:
+        items = [tuple(v.split("=", 1)) if isinstance(v, str) else tuple(v) for v in value]
+    out: dict[str, float] = {}
+    for item in items:
+        if len(item) != 2 or not str(item[0]):
+            raise ValueError(f"{'='.join(map(str, item))!r} is not LABEL=THRESHOLD")
+        out[str(item[0])] = float(item[1])
+    return tuple(sorted(out.items()))
+
+
 @dataclasses.dataclass(frozen=True)
 class DetectorSettings:
     """What turns window scores into events (see :mod:`edge.gate` for the rule)."""
@@ -47,6 +65,12 @@ class DetectorSettings:
     threshold: float = _setting(DEFAULT_THRESHOLD, float, tuned=True)  # smoothed score for an event
     smooth: int = _setting(DEFAULT_SMOOTH, int, tuned=True)            # windows averaged
     min_gap: float = _setting(DEFAULT_MIN_GAP, float, tuned=True)      # s between two events of one label
+    # (label, threshold) pairs that replace ``threshold`` for those labels (a costly keyword can ask for more)
+    label_thresholds: LabelThresholds = _setting((), label_thresholds, tuned=True)
+
+    def threshold_of(self, label: str) -> float:
+        """The threshold ``label`` fires at: its own, else the common one."""
+        return dict(self.label_thresholds).get(label, self.threshold)
 
     @classmethod
     def from_bundle(cls, bundle: Bundle, **overrides: Any) -> DetectorSettings:
@@ -58,8 +82,15 @@ class DetectorSettings:
                                f"{', '.join(sorted(names))}")
         values = _tuned_values(cls, bundle.tuned_detector)
         values.update({k: v for k, v in overrides.items() if v is not None})
+        if "label_thresholds" in values:
+            values["label_thresholds"] = label_thresholds(values["label_thresholds"])
         settings = cls(**values)
         settings.validate()
+        unknown = sorted({lab for lab, _ in settings.label_thresholds} - set(bundle.labels)
+                         if settings.label_thresholds else ())
+        if unknown:
+            raise AuricleError(f"label_thresholds names {', '.join(unknown)}, not a label of this bundle (labels: "
+                               f"{', '.join(bundle.labels)})")
         return settings
 
     def replace(self, **changes: Any) -> DetectorSettings:
@@ -76,6 +107,9 @@ class DetectorSettings:
             raise AuricleError(f"threshold {self.threshold!r} must be a probability between 0 and 1, e.g. 0.5")
         if isinstance(self.smooth, bool) or not isinstance(self.smooth, numbers.Integral) or self.smooth < 1:
             raise AuricleError(f"smooth {self.smooth!r} must be a whole number of windows >= 1")
+        bad = [f"{lab}={p!r}" for lab, p in self.label_thresholds if not (_number(p) and 0.0 <= p <= 1.0)]
+        if bad:
+            raise AuricleError(f"label_thresholds {', '.join(bad)}: each must be a probability between 0 and 1")
         if not (_number(self.min_gap) and math.isfinite(self.min_gap) and self.min_gap >= 0):
             raise AuricleError(f"min_gap {self.min_gap!r} must be >= 0 s (seconds between two events of a "
                                "label)")
@@ -83,7 +117,8 @@ class DetectorSettings:
     def describe(self, hop_seconds: float | None = None) -> str:
         """The settings line (``hop_seconds``: the hop as rounded to whole frames)."""
         hop = self.hop if hop_seconds is None else hop_seconds
-        return (f"hop {hop:.2f} s, threshold {self.threshold:g}, smooth {self.smooth}, "
+        own = "".join(f", {lab} {p:g}" for lab, p in self.label_thresholds)
+        return (f"hop {hop:.2f} s, threshold {self.threshold:g}{own}, smooth {self.smooth}, "
                 f"min-gap {self.min_gap:g} s")
 
     # -- the command line ---------------------------------------------------------------------------------
@@ -100,6 +135,10 @@ class DetectorSettings:
         parser.add_argument("--smooth", type=positive(int, "--smooth"), default=None, metavar="N",
                             help=f"windows averaged before thresholding (default: the bundle's tuned value, "
                                  f"else {DEFAULT_SMOOTH})")
+        parser.add_argument("--label-threshold", dest="label_thresholds", type=_label_threshold, nargs="+",
+                            action="extend", default=None, metavar="LABEL=P",
+                            help="a label's own threshold, e.g. right=0.97 go=0.9 (default: the bundle's tuned "
+                                 "per-label thresholds, if any; given, they replace those)")
         parser.add_argument("--min-gap", type=positive(float, "--min-gap", allow_zero=True), default=None,
                             metavar="SEC", help=f"debounce: seconds between two events of one label (default: "
                                                 f"the bundle's tuned value, else {DEFAULT_MIN_GAP})")
@@ -108,6 +147,18 @@ class DetectorSettings:
     def from_args(cls, args: argparse.Namespace, bundle: Bundle) -> DetectorSettings:
         """The settings a command's flags ask for, on ``bundle`` (flags left out: its tuned values)."""
         return cls.from_bundle(bundle, **{f.name: getattr(args, f.name, None) for f in dataclasses.fields(cls)})
+
+
+def _label_threshold(text: str) -> tuple[str, float]:
+    label, sep, value = text.partition("=")
+    try:
+        p = float(value)
+    except ValueError:
+        p = math.nan
+    if not sep or not label or not 0.0 <= p <= 1.0:
+        raise argparse.ArgumentTypeError(f"--label-threshold {text!r} must be LABEL=P with P between 0 and 1, "
+                                         "e.g. right=0.97")
+    return label, p
 
 
 def _number(value: Any) -> bool:

@@ -69,3 +69,38 @@ def test_replace_keeps_the_other_settings_and_describe_names_them_all():
     assert s.describe(0.096) == "hop 0.10 s, threshold 0.8, smooth 3, min-gap 0.5 s"
     with pytest.raises(AuricleError, match="num_threads 0"):
         RuntimeOptions(num_threads=0).validate()
+
+
+def test_per_label_thresholds_resolve_check_and_print():
+    b = types.SimpleNamespace(tuned_detector={"threshold": 0.8, "label_thresholds": {"right": 0.97, "go": "0.9"}},
+                              labels=["go", "right", "up", "_unknown_"])
+    s = DetectorSettings.from_bundle(b)
+    assert s.label_thresholds == (("go", 0.9), ("right", 0.97))
+    assert (s.threshold_of("right"), s.threshold_of("up")) == (0.97, 0.8)
+    assert "threshold 0.8, go 0.9, right 0.97, smooth" in s.describe()
+    p = argparse.ArgumentParser()
+    DetectorSettings.add_arguments(p)
+    given = DetectorSettings.from_args(p.parse_args(["--label-threshold", "up=0.99"]), b)
+    assert given.label_thresholds == (("up", 0.99),)                     # given ones replace the tuned ones
+    with pytest.raises(AuricleError, match="names left, not a label of this bundle"):
+        DetectorSettings.from_bundle(b, label_thresholds={"left": 0.9})
+    with pytest.raises(AuricleError, match=r"label_thresholds go=1.5: each must be a probability"):
+        DetectorSettings.from_bundle(b, label_thresholds={"go": 1.5})
+    with pytest.raises(SystemExit):
+        p.parse_args(["--label-threshold", "right"])
+
+
+def test_a_label_with_its_own_threshold_fires_at_it_and_the_rest_do_not_change():
+    import numpy as np
+
+    from edge.gate import EventGate
+
+    labels, bg = ["a", "b", "_unknown_"], frozenset({"_unknown_"})
+    scores = np.asarray([[0.92, 0.92, 0.0], [0.0, 0.0, 1.0], [0.96, 0.96, 0.0]])
+    def fired(settings):
+        gate = EventGate(labels, bg, settings)
+        return [(ev.label, i) for i, row in enumerate(scores) for ev in gate.step(row, float(i * 2), i)[1]]
+    common = DetectorSettings(threshold=0.9, smooth=1, min_gap=0.0)
+    assert fired(common) == [("a", 0), ("b", 0), ("a", 2), ("b", 2)]
+    own = common.replace(label_thresholds=(("a", 0.95),))
+    assert fired(own) == [("b", 0), ("a", 2), ("b", 2)]                 # a needs 0.95 now; b is as before
