@@ -153,10 +153,6 @@ class ModelRunner:
         return self.read_scores()
 
 
-#: the old private name, still imported by training/distill.py; use ModelRunner
-_Model = ModelRunner
-
-
 class Classifier:
     """Classify one clip: ``Classifier(bundle).classify(waveform, sample_rate)`` -> ``[(label, score), ...]``.
 
