@@ -25,6 +25,7 @@ import argparse
 import dataclasses
 import itertools
 import json
+import logging
 import os
 import sys
 import time
@@ -35,7 +36,10 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")   # as edge.listen: tiny matm
 
 from edge.cliutil import HelpFormatter, add_verbosity_arguments, setup_logging  # noqa: E402
 from edge.errors import AuricleError, run_cli  # noqa: E402
+from edge.progress import Cadence, Progress  # noqa: E402
 from edge.settings import DetectorSettings, RuntimeOptions  # noqa: E402
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -270,11 +274,6 @@ def confidence(p: Operating, hours: float) -> dict[str, list[float] | None]:
             "false_reject_rate_ci95": None if frr is None else [round(frr[0], 4), round(frr[1], 4)]}
 
 
-def _progress(k: int, n: int, name: str, quiet: bool) -> None:
-    if not quiet and (k == n or k % 25 == 0):
-        print(f"negatives: {k}/{n} files ({name})", file=sys.stderr, flush=True)
-
-
 def evaluate(bundle: Bundle | str | os.PathLike[str] | None, settings: DetectorSettings | None = None,
              runtime: RuntimeOptions | None = None, *, data: EvaluationData, grid: SweepGrid | None = None,
              quiet: bool = False) -> Evaluation:
@@ -294,12 +293,14 @@ def evaluate(bundle: Bundle | str | os.PathLike[str] | None, settings: DetectorS
     det = StreamingDetector(b, settings, runtime)
     t0 = time.perf_counter()
     neg_streams, neg_events, fa_events = [], [], []
-    for k, (path, name) in enumerate(files, 1):
+    progress = Progress("negative files", len(files), None if quiet else log.info, Cadence(items=25, seconds=30))
+    for path, name in files:
         scores, events = collect(det, path, name)
         neg_streams.append(scores)
         neg_events.extend(events)
         fa_events.extend({"file": name, **ev.to_dict()} for ev in events)
-        _progress(k, len(files), name, quiet)
+        progress.step(false_accepts=len(neg_events))
+    progress.finish(false_accepts=len(neg_events))
     pos_scores, pos = None, None
     if data.positives is not None:
         pos_scores, pos_events = collect(det, Path(data.positives), str(data.positives))

@@ -187,7 +187,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from edge.fileio import write_json_atomic
     from edge.settings import DetectorSettings
 
+    from edge.cliutil import setup_logging
+
     a = build_parser().parse_args(argv)
+    setup_logging()
     truth = a.stream.with_suffix(".csv")
     _check(a, truth)
     bundle = load_bundle(a.bundle)
