@@ -117,10 +117,18 @@ def model_pass(det: Any, bundle: Any, files: dict[str, list[tuple[Path, float]]]
 
 
 def _point(det: Any, streams: list, positive: Any = None, truth: Any = None, thresholds: Sequence[float] = ()) -> list:
-    from edge.evaluate import sweep
+    """The detector's own settings replayed (``thresholds``: a sweep of the common threshold instead, with
+    any per-keyword thresholds set aside, so every keyword moves along the curve)."""
+    import types
 
-    return sweep(streams, positive, truth, det, thresholds=thresholds or [det.threshold], smooths=[det.smooth],
-                 min_gaps=[det.min_gap])
+    from edge.evaluate import SweepGrid, sweep
+
+    if thresholds:
+        det = types.SimpleNamespace(settings=det.settings.replace(label_thresholds=()), labels=det.labels,
+                                    background=det.background, min_gap=det.min_gap)
+    grid = SweepGrid(thresholds=thresholds or [det.settings.threshold], smooths=[det.settings.smooth],
+                     min_gaps=[det.settings.min_gap])
+    return sweep(streams, positive, truth, det, grid)
 
 
 def _rate(fa: int, hours: float) -> dict[str, Any]:
@@ -154,14 +162,16 @@ def measure(bundle: Path, corpus: Path, stream: Path, names: Sequence[str] | Non
         per_source[source] = {**_rate(p.false_accepts, sum(s.seconds for s in streams) / 3600),
                               "per_label": {k: v for k, v in p.per_label.items() if v}}
     det_rows = _point(det, all_streams, pos, truth, sorted(set(DET_THRESHOLDS) | {det.threshold}))
-    point = next(r for r in det_rows if r.threshold == det.threshold)        # the shipped point, replayed
+    point = _point(det, all_streams, pos, truth)[0]                        # the shipped point, replayed
     return {"bundle": b.name, "corpus_sources": list(files),
             "settings": {"threshold": det.threshold, "smooth": det.smooth, "min_gap": det.min_gap,
-                         "hop": det.hop_seconds, "model": det.model_kind},
+                         "hop": det.hop_seconds, "model": det.model_kind,
+                         "label_thresholds": dict(det.settings.label_thresholds)},
             "overall": {**_rate(point.false_accepts, hours), "per_label": point.per_label},
             "per_source": per_source,
             "positives": {"stream": stream.name, "truth_words": point.truth_words, "hits": point.hits,
-                          "misses": point.misses, "false_reject_rate": point.false_reject_rate},
+                          "misses": point.misses, "false_reject_rate": point.false_reject_rate,
+                          "misses_by_label": point.misses_by_label},
             "det": [r.to_dict() for r in det_rows],
             "cpu_seconds_per_audio_hour": round(cpu / hours, 1) if hours else None}
 
@@ -194,7 +204,8 @@ def markdown(results: Sequence[dict[str, Any]], peers: dict[str, Any] | None) ->
     for r in results:
         s, o, p = r["settings"], r["overall"], r["positives"]
         lo, hi = proportion_interval(p["misses"], p["truth_words"])
-        lines.append(f"| `{r['bundle']}` | {s['threshold']:g} / {s['smooth']} / {s['min_gap']:g} s | {o['hours']:.2f} h "
+        thr = "per keyword" if s.get("label_thresholds") else f"{s['threshold']:g}"
+        lines.append(f"| `{r['bundle']}` | {thr} / {s['smooth']} / {s['min_gap']:g} s | {o['hours']:.2f} h "
                      f"| {o['false_accepts']} | {o['per_hour']:.1f} ({o['ci95'][0]:.1f}-{o['ci95'][1]:.1f}) "
                      f"| {100 * p['false_reject_rate']:.1f} % ({p['misses']}/{p['truth_words']} of `{p['stream']}`; "
                      f"{100 * lo:.0f}-{100 * hi:.0f} %) | {r['cpu_seconds_per_audio_hour']:.0f} |")
@@ -213,6 +224,10 @@ def markdown(results: Sequence[dict[str, Any]], peers: dict[str, Any] | None) ->
         lines.append(f"| {src} | " + " | ".join(cells) + " |")
     lines += [""] + [f"- `{r['bundle']}` false accepts by label, all test sources: {_labels(r['overall']['per_label'])}."
                      for r in results]
+    lines += [f"- `{r['bundle']}` per-keyword thresholds: "
+              + ", ".join(f"{k} {v:g}" for k, v in r["settings"]["label_thresholds"].items())
+              + f"; misses by keyword: {_labels(r['positives'].get('misses_by_label') or {})}."
+              for r in results if r["settings"].get("label_thresholds")]
     return "\n".join(lines)
 
 
