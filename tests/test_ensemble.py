@@ -30,11 +30,12 @@ def _tiny_config(seed: int):
 @pytest.fixture(scope="module")
 def members(tiny_data, tmp_path_factory) -> list[Path]:
     """Two real tiny runs that differ only in --seed."""
-    from training.train import train
+    from training.train import TrainSpec, train
 
     root = tmp_path_factory.mktemp("members")
     for seed in (1, 2):
-        train(data=tiny_data, out=root / f"s{seed}", config=_tiny_config(seed), cache_dir=root / "cache", verbose=0)
+        train(TrainSpec(data=tiny_data, out=root / f"s{seed}", config=_tiny_config(seed), cache_dir=root / "cache",
+                        verbose=0))
     return [root / "s1", root / "s2"]
 
 
