@@ -18,8 +18,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import os
-import sys
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -30,6 +30,8 @@ from edge.features import FeatureConfig, log_mel
 from edge.fileio import atomic_writer
 from edge.splits import SPLITS, split_of
 from training.data import AUDIO_EXTENSIONS, default_cache_dir, load_audio
+
+log = logging.getLogger(__name__)
 
 BACKGROUND_LABEL = "_background_"
 #: the class speech-free negatives (``--noise-negatives``) are labelled as: Speech Commands' background noise
@@ -211,12 +213,12 @@ def load_negative_bank(roots: Sequence[str | os.PathLike[str]], config: FeatureC
     for k, f in enumerate(files, 1):
         frames.append(file_features(f.path, config, cache))
         if progress and (k % 200 == 0 or k == len(files)):
-            print(f"negatives: {k}/{len(files)} files", file=sys.stderr, flush=True)
+            log.info(f"negatives: {k}/{len(files)} files")
     bank = NegativeBank(config=config, files=files, frames=frames)
     if progress:
         s = bank.summary()
-        print("negatives: " + ", ".join(f"{k} {v['files']} files / {v['hours']:.2f} h" for k, v in s.items()
-                                        if k in splits), file=sys.stderr, flush=True)
+        log.info("negatives: " + ", ".join(f"{k} {v['files']} files / {v['hours']:.2f} h" for k, v in s.items()
+                                           if k in splits))
     return bank
 
 

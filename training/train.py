@@ -414,15 +414,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return build_parser(spec_defaults(known.config) if known.config else None).parse_args(argv)
 
 
+#: the modules whose notes have always gone to stdout (epoch lines, mining rounds...); others' to stderr
+STDOUT_LOGGERS = ("training.train", "training.loop", "training.mining", "training.init_from")
+
+
 def _progress_on_stdout() -> None:
-    """Training's progress lines (epochs, mining rounds, notes) go to stdout as they always have; its warnings
-    to stderr, as :func:`edge.cliutil.setup_logging` sends every package's."""
+    """After :func:`edge.cliutil.setup_logging` (every package's records on stderr): the info lines of
+    :data:`STDOUT_LOGGERS` on stdout as before, their warnings still on stderr."""
     err, out = logging.StreamHandler(sys.stderr), logging.StreamHandler(sys.stdout)
     for handler in (err, out):
         handler.setFormatter(logging.Formatter("%(message)s"))
     err.setLevel(logging.WARNING)
     out.addFilter(lambda record: record.levelno < logging.WARNING)
-    logging.getLogger("training").handlers[:] = [err, out]
+    for name in STDOUT_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [err, out]
+        logger.propagate = False
 
 
 def main(argv: Sequence[str] | None = None) -> int:
