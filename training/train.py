@@ -88,7 +88,6 @@ def build_featureset(data: str | Path, profile: str, *, layout: str = "auto", st
     return fs, [(os.path.relpath(p, root), r) for p, r in ds.skipped]
 
 
-
 # -- the core ----------------------------------------------------------------------------------
 def _check_config(config: TrainConfig) -> None:
     if config.network not in NETWORKS:
@@ -227,7 +226,6 @@ def train(spec: TrainSpec) -> dict[str, Any]:
     if report.get("batch_norm_warning"):
         log.warning(f"warning: {report['batch_norm_warning']}")
     return report
-
 
 
 # -- CLI ---------------------------------------------------------------------------------------
