@@ -38,7 +38,7 @@ from training.spec import EXPORT_DTYPES, LAYOUTS, TRAIN_SPEC, TrainSpec, spec_de
 __all__ = ["TrainConfig", "TrainSpec", "NETWORKS", "build_featureset", "read_history", "train", "build_parser",
            "spec_from_args", "main"]
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("training.train")   # not __name__: run as a script, that is "__main__"
 
 
 # -- data ------------------------------------------------------------------------------------

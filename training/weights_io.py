@@ -28,7 +28,7 @@ from training.report import write_report
 from training.run_folder import (HISTORY, MODEL, SPLIT, TRAIN_CONFIG, TRAIN_SUMMARY, save_model_atomic,
                                  write_feature_config, write_labels, write_split)
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("training.weights_io")   # not __name__: run as a script, that is "__main__"
 
 
 def export_weights(model: Any, out_dir: str | Path, *, prefix: str, meta: dict[str, Any], max_mb: float = 16.0,
