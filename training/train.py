@@ -362,8 +362,8 @@ def build_parser(defaults: dict[str, Any] | None = None) -> argparse.ArgumentPar
         description="Train MobileNet v1 or ResNet-18 on log-mel features and write a run folder\n"
                     "(model.keras, labels, feature config, split, history, report, curves, confusion matrix).",
         formatter_class=HelpFormatter,
-        epilog="Example: python -m training.train --data ../shared/data/speech_commands_v0.02_test "
-               "--network mobilenet --profile edge --out runs/kws_mobilenet_edge\n"
+        epilog="Example:\n  python -m training.train --data ../shared/data/speech_commands_v0.02_test \\\n"
+               "      --network mobilenet --profile edge --out runs/kws_mobilenet_edge\n"
                "The original study's recipe: --study-recipe (stop at 90% / 87% validation accuracy).")
     p.add_argument("--config", metavar="SPEC_JSON",
                    help="settings from a spec file (a run folder's train_spec.json, or any part of it); flags "
