@@ -292,6 +292,12 @@ def test_a_run_folders_spec_repeats_the_run(tmp_path):
     assert again.config.target_accuracy == 0.87 and again.verbose == 0
 
 
+def test_out_is_needed_on_the_command_line_or_in_the_config_file(tmp_path):
+    r = _cli("--data", str(tmp_path), timeout=120)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        'training.train: error: pass --out DIR, the run folder to write (or an "out" in the --config file)'], r.stderr
+
+
 @pytest.mark.parametrize("content, says", [
     ({"epochz": 3}, "unknown key 'epochz'"),
     ({"config": {"learning_rat": 1}}, "unknown key config.'learning_rat'"),
