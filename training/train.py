@@ -198,9 +198,6 @@ def _record(out: Path, spec: TrainSpec, config: TrainConfig, fs: FeatureSet, mix
 
 def train(spec: TrainSpec) -> dict[str, Any]:
     """Everything ``python -m training.train`` does: load, fit, evaluate, write the run folder."""
-    from training.loop import fit
-    from training.mining import mine_and_fine_tune
-
     _check_config(spec.config)
     config = with_source_network(spec.config)
     if spec.noise_negatives and not spec.negatives:
@@ -218,6 +215,8 @@ def train(spec: TrainSpec) -> dict[str, Any]:
              if spec.negatives else None)
     _record(out, spec, config, fs, mixer)
     write_split(out / SPLIT, fs.split_rows())
+    from training.loop import fit   # Keras: only now, so bad data or settings fail in a moment, not seconds
+    from training.mining import mine_and_fine_tune
     summary = fit(fs, config, out, resume=spec.resume, distribute=spec.distribute, verbose=spec.verbose,
                   negatives=mixer, mine=mine_and_fine_tune)
     report = write_report(out, fs, config, summary, skipped=skipped, split_rule=_split_rule(fs, spec.naming))
