@@ -426,9 +426,11 @@ MineStep = Callable[..., dict]
 
 
 def fit(fs: FeatureSet, cfg: TrainConfig, out: Path, *, resume: bool = False, distribute: bool = False,
-        verbose: int = 1, negatives: Any = None, mine: MineStep | None = None) -> dict[str, Any]:
+        verbose: int = 1, negatives: Any = None, mine: MineStep | None = None,
+        teacher: Teacher | None = None) -> dict[str, Any]:
     """Train on a FeatureSet; writes model.keras (best), checkpoint, history.csv into ``out``; ``negatives``:
-    a :class:`training.mining.NegativeMixer`, ``mine``: the hard-negative step run after fitting.
+    a :class:`training.mining.NegativeMixer`, ``mine``: the hard-negative step run after fitting, ``teacher``:
+    ``cfg.teacher`` already loaded (else it is loaded here).
 
     Returns a summary dict (epochs run, best val accuracy, training seconds, stop reason)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -441,7 +443,8 @@ def fit(fs: FeatureSet, cfg: TrainConfig, out: Path, *, resume: bool = False, di
     _set_normalisation(fs)
     write_feature_config(out, fs.config)
     write_labels(out, fs.label_names)
-    teacher = Teacher(cfg.teacher, fs.label_names, fs.config) if cfg.teacher else None
+    if cfg.teacher and teacher is None:
+        teacher = Teacher(cfg.teacher, fs.label_names, fs.config)
     seed_and_precision(cfg)
     start = _start_model(fs, cfg, out, resume=resume, distribute=distribute, train_size=train_idx.size)
     _check_resumed_loss(start.model, cfg)

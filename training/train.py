@@ -27,6 +27,7 @@ from edge.splits import DEALT_RULE, SHA1_RULE
 from training import data as dataio
 from training import weights_io
 from training.config import NETWORKS, STUDY_TARGETS, Frontend, TrainConfig, frontend_config
+from training.distill import Teacher
 from training.featureset import FeatureSet, frames_of, pad_frames_for, padded_log_mel
 from training.init_from import check_frontend, read_source, with_source_network
 from training.mining import NegativeMixer
@@ -215,10 +216,11 @@ def train(spec: TrainSpec) -> dict[str, Any]:
              if spec.negatives else None)
     _record(out, spec, config, fs, mixer)
     write_split(out / SPLIT, fs.split_rows())
-    from training.loop import fit   # Keras: only now, so bad data or settings fail in a moment, not seconds
+    teacher = Teacher(config.teacher, fs.label_names, fs.config) if config.teacher else None
+    from training.loop import fit   # Keras: only now, so bad data, settings or teacher fail in a moment
     from training.mining import mine_and_fine_tune
     summary = fit(fs, config, out, resume=spec.resume, distribute=spec.distribute, verbose=spec.verbose,
-                  negatives=mixer, mine=mine_and_fine_tune)
+                  negatives=mixer, mine=mine_and_fine_tune, teacher=teacher)
     report = write_report(out, fs, config, summary, skipped=skipped, split_rule=_split_rule(fs, spec.naming))
     if spec.export_weights:
         _export(out, spec.export_weights, fs, config, summary, report, skipped, spec.export_dtype)
