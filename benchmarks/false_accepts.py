@@ -59,15 +59,15 @@ def load_figures(path: Path) -> list[BundleFigures]:
 
 def measure(bundle: Path, *, negatives: str, extra: Sequence[str], stream: Path, quiet: bool,
             plot_dir: Path) -> BundleFigures:
-    from edge.detector import DEFAULT_HOP
-    from edge.evaluate import evaluate, plot_det
+    from edge.bundle import load_bundle
+    from edge.evaluate import EvaluationData, SweepGrid, evaluate, plot_det
 
-    common = dict(bundle=bundle, hop=DEFAULT_HOP, threshold=None, smooth=None, min_gap=None, do_sweep=True,
-                  quiet=quiet)
-    held = evaluate(negatives=[negatives], split="test", positives=str(stream), truth=str(stream.with_suffix(".csv")),
-                    **common)
+    b = load_bundle(bundle)
+    held = evaluate(b, data=EvaluationData(negatives=[negatives], split="test", positives=str(stream),
+                                           truth=str(stream.with_suffix(".csv"))), grid=SweepGrid(), quiet=quiet)
     plot_det(held, plot_dir / f"det_{held.bundle}.png")
-    other = evaluate(negatives=list(extra), **common).to_dict() if extra else None
+    other = evaluate(b, data=EvaluationData(negatives=list(extra)), grid=SweepGrid(),
+                     quiet=quiet).to_dict() if extra else None
     return BundleFigures(bundle=held.bundle, settings=held.settings, held_out=held.to_dict(), extra=other)
 
 

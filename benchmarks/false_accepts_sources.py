@@ -135,13 +135,14 @@ def measure(bundle: Path, corpus: Path, stream: Path, names: Sequence[str] | Non
             cache: Path | None = None, max_hours: dict[str, float] | None = None) -> dict[str, Any]:
     """One bundle on the test sources: overall, per source and per keyword, the DET and the stream's FRR."""
     from edge.bundle import load_bundle
-    from edge.detector import DEFAULT_HOP, StreamingDetector
+    from edge.detector import StreamingDetector
+    from edge.settings import RuntimeOptions
     from edge.evaluate import collect
     from edge.scoring import read_truth
 
     files = {src: _first_hours(rows, (max_hours or {}).get(src)) for src, rows in test_files(corpus, names).items()}
     b = load_bundle(bundle)
-    det = StreamingDetector(b, hop=DEFAULT_HOP, threshold=None, smooth=None, min_gap=None, num_threads=1)
+    det = StreamingDetector(b, runtime=RuntimeOptions(num_threads=1))     # the bundle's tuned settings
     scores, cpu = model_pass(det, b, files, None if cache is None else cache / b.name, quiet)
     pos, _ = collect(det, stream, stream.name)
     truth = read_truth(str(stream.with_suffix(".csv")))

@@ -23,6 +23,7 @@ from edge.features import FeatureConfig, log_mel, model_input_shape, to_model_in
 from edge.fileio import sha256_file
 from edge.adapters import set_input
 from edge.detector import StreamingDetector
+from edge.settings import DetectorSettings, RuntimeOptions
 from edge.interpreter import make_interpreter
 
 __all__ = ["Item", "EngineProbe", "StreamProbe", "FrontendProbe", "model_facts", "model_input", "keras_probes",
@@ -149,8 +150,8 @@ class _HopFeeder:
 
 def stream_probe(bundle: Bundle, kind: str, threads: int, *, hop: float, runs: int, seed: int) -> StreamProbe:
     fc = bundle.feature_config
-    det = StreamingDetector(bundle, model=kind if kind != "edgetpu" else None, coral=(kind == "edgetpu"),
-                            num_threads=threads, hop=hop, latency_history=runs)
+    runtime = RuntimeOptions(num_threads=threads, coral=(kind == "edgetpu"), model=kind if kind != "edgetpu" else None)
+    det = StreamingDetector(bundle, DetectorSettings.from_bundle(bundle, hop=hop), runtime, latency_history=runs)
     hop_samples = det.hop_frames * fc.hop_length
     audio = seeded_audio(fc.clip_samples + hop_samples * 64, seed + 1)
     det.push(audio[:fc.clip_samples])

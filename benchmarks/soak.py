@@ -7,7 +7,7 @@ Two parts, each in its own process so that its RSS is its own; they run side by 
 
 * **unpaced**: ``--hours`` of audio made on the fly (never a file: 24 h would be 2.7 GB) by looping
   ``samples/speech_commands_stream.wav`` -- real Speech Commands words -- with a fresh gain and noise
-  level on every pass, fed in hop-sized chunks through :func:`edge.listen.run_source` and a
+  level on every pass, fed in hop-sized chunks through :func:`edge.run.run_source` and a
   :class:`edge.detector.StreamingDetector` as fast as the CPU allows.
 * **paced**: ``--paced-minutes`` at real time through the same path a microphone takes -- PortAudio,
   ALSA and :class:`edge.microphone.Microphone` with its watchdog -- from a :class:`FifoMic`: an ALSA
@@ -262,13 +262,14 @@ def _rss_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
 def _detector(bundle: str | None) -> Any:
     from edge.detector import StreamingDetector
+    from edge.settings import RuntimeOptions
 
-    return StreamingDetector(bundle, sample_rate=RATE, num_threads=1)
+    return StreamingDetector(bundle, runtime=RuntimeOptions(num_threads=1), sample_rate=RATE)
 
 
 def run_unpaced(*, hours: float, bundle: str | None, seed: int = 0) -> dict[str, Any]:
     """``hours`` of looped audio through run_source + StreamingDetector, unpaced."""
-    from edge.listen import run_source
+    from edge.run import run_source
     from edge.sources import Chunk, Source
 
     total = int(round(hours * 3600 * RATE))
@@ -317,7 +318,7 @@ def run_paced(*, minutes: float, bundle: str | None, seed: int = 1) -> dict[str,
     with tempfile.TemporaryDirectory(prefix="auricle-soak-") as tmp:
         mic = FifoMic(tmp, name="soakmic")
         os.environ["HOME"] = str(mic.home)          # before PortAudio reads the ALSA configuration
-        from edge.listen import run_source
+        from edge.run import run_source
         from edge.microphone import Microphone, Watchdog
 
         stop = threading.Event()

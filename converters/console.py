@@ -5,10 +5,10 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import time
 from typing import Any, Callable, Iterator
 
 from edge.cstreams import captured_fds
+from edge import progress as _progress
 
 _CONSOLE: list[Any] = []
 MB = 1024 * 1024
@@ -21,19 +21,16 @@ def say(message: str, *, enabled: bool = True) -> None:
     print(f"quantize: {message}", file=stream, flush=True)
 
 
-class Progress:
-    """``label: i/n`` lines at most every ``every`` seconds, and the last one."""
+class Progress(_progress.Progress):
+    """``label: i/n (rate/s)`` lines at most every ``every`` seconds, and the last one (the one progress helper,
+    :class:`edge.progress.Progress`, worded for a conversion)."""
 
     def __init__(self, label: str, total: int, enabled: bool, every: float = 5.0) -> None:
-        self.label, self.total, self.enabled, self.every = label, total, enabled, every
-        self.t0 = self.last = time.perf_counter()
+        super().__init__(label, total, say if enabled else None, _progress.Cadence(seconds=every))
 
-    def step(self, done: int) -> None:
-        now = time.perf_counter()
-        if self.enabled and (done == self.total or now - self.last >= self.every):
-            self.last = now
-            rate = done / max(now - self.t0, 1e-9)
-            say(f"{self.label}: {done}/{self.total} ({rate:.1f}/s)")
+    def line(self, counts: dict[str, int], final: bool) -> str:
+        rate = self.done / max(self.last - self.start, 1e-9)
+        return f"{self.what}: {self.done}/{self.total} ({rate:.1f}/s)"
 
 
 def _console() -> Any:

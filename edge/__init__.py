@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["Classifier", "StreamingDetector", "Event", "load_bundle", "AuricleError"]
+__all__ = ["Classifier", "StreamingDetector", "DetectorSettings", "RuntimeOptions", "Event", "load_bundle",
+           "AuricleError"]
 
 from edge.errors import AuricleError
 
@@ -15,6 +16,9 @@ def __getattr__(name: str) -> Any:  # lazy: `import edge.features` must stay lig
     if name in ("StreamingDetector", "Event"):
         from edge import detector
         return getattr(detector, name)
+    if name in ("DetectorSettings", "RuntimeOptions"):
+        from edge import settings
+        return getattr(settings, name)
     if name == "load_bundle":
         from edge.bundle import load_bundle
         return load_bundle

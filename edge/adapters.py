@@ -7,22 +7,26 @@ subtracts the zero point in widened ints so int8 never overflows. The interprete
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
+import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from edge.interpreter import TensorDetails, TFLiteInterpreter
 
 __all__ = ["input_details", "output_details", "quantize", "dequantize", "set_input", "get_scores", "top_k"]
 
 
-def input_details(interpreter: Any, index: int = 0) -> dict[str, Any]:
+def input_details(interpreter: TFLiteInterpreter, index: int = 0) -> TensorDetails:
     return interpreter.get_input_details()[index]
 
 
-def output_details(interpreter: Any, index: int = 0) -> dict[str, Any]:
+def output_details(interpreter: TFLiteInterpreter, index: int = 0) -> TensorDetails:
     return interpreter.get_output_details()[index]
 
 
-def quantize(x: np.ndarray, scale: float, zero_point: int, dtype: Any, *, out: np.ndarray | None = None,
+def quantize(x: np.ndarray, scale: float, zero_point: int, dtype: npt.DTypeLike, *, out: np.ndarray | None = None,
              work: np.ndarray | None = None) -> np.ndarray:
     """``clip(rint(x / scale) + zero_point)`` in float32, cast to ``dtype`` (int8/uint8/int16).
 
@@ -64,7 +68,7 @@ def dequantize(q: np.ndarray, scale: float, zero_point: int, *, out: np.ndarray 
     return out
 
 
-def set_input(interpreter: Any, x: np.ndarray) -> None:
+def set_input(interpreter: TFLiteInterpreter, x: np.ndarray) -> None:
     """Quantise a float input with the interpreter's own scale/zero point and set it (batch dim added)."""
     d = input_details(interpreter)
     scale, zero_point = d["quantization"]
@@ -72,7 +76,7 @@ def set_input(interpreter: Any, x: np.ndarray) -> None:
     interpreter.set_tensor(d["index"], q.reshape(d["shape"]))
 
 
-def get_scores(interpreter: Any) -> np.ndarray:
+def get_scores(interpreter: TFLiteInterpreter) -> np.ndarray:
     """The first output, dequantised (float64, batch dim dropped)."""
     d = output_details(interpreter)
     scale, zero_point = d["quantization"]
@@ -80,7 +84,7 @@ def get_scores(interpreter: Any) -> np.ndarray:
 
 
 def top_k(scores: np.ndarray, k: int | None = None, *, threshold: float = -math.inf,
-          labels: Sequence[str] | None = None) -> list[tuple[Any, float]]:
+          labels: Sequence[str] | None = None) -> list[tuple[str | int, float]]:
     """``(label or index, score)`` pairs, best first; ties keep label order."""
     s = np.asarray(scores, dtype=np.float64).reshape(-1)
     order = np.argsort(-s, kind="stable")

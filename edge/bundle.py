@@ -116,6 +116,8 @@ class Bundle:
     background_labels: frozenset[str]
     models: Mapping[str, ModelEntry]
     default_model: str
+    #: the manifest's ``detector`` block (tools/tune_detector): tuned settings, read by edge.settings
+    tuned_detector: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def model_path(self, kind: str | None = None) -> Path:
         kind = kind or self.default_model
@@ -211,7 +213,17 @@ def load_bundle(path: str | os.PathLike[str] | None = None, *, verify: bool = Tr
     if background is None:
         background = [lab for lab in labels if lab.startswith("_")]
     return Bundle(path=root, name=str(manifest.get("name") or root.name), manifest=manifest, feature_config=config,
-                  labels=labels, background_labels=frozenset(background), models=models, default_model=default)
+                  labels=labels, background_labels=frozenset(background), models=models, default_model=default,
+                  tuned_detector=_tuned_detector(root, manifest))
+
+
+def _tuned_detector(root: Path, manifest: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The manifest's optional ``detector`` block (an object), or ``{}``."""
+    block = manifest.get("detector") or {}
+    if not isinstance(block, Mapping):
+        raise BundleError(f"{root / MANIFEST}: 'detector' must be an object; re-run tools/tune_detector or "
+                          "remove it")
+    return block
 
 
 def as_bundle(bundle: Bundle | str | os.PathLike[str] | None) -> Bundle:

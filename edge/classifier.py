@@ -1,7 +1,7 @@
-"""One loaded bundle model with preallocated buffers (:class:`_Model`) and the offline :class:`Classifier`.
+"""One loaded bundle model with preallocated buffers (:class:`ModelRunner`) and the offline :class:`Classifier`.
 
 A window of log-mel frames goes: normalise (manifest statistics) -> [seed profile: image] -> quantise with
-the interpreter's own scale/zero point -> invoke -> dequantise (widened ints). :class:`_Model` does this in
+the interpreter's own scale/zero point -> invoke -> dequantise (widened ints). :class:`ModelRunner` does this in
 place for the streaming detector (:mod:`edge.detector`); :class:`Classifier` runs it on a whole clip.
 
 The clip-level rule (one place, used by training's evaluation, the converter's verification and
@@ -28,7 +28,7 @@ from edge.pcm import to_mono_float32
 from edge.resample import resample
 from edge.sources import check_source_rate
 
-__all__ = ["Classifier", "ClipResult", "window_starts", "clip_windows", "clip_scores"]
+__all__ = ["Classifier", "ClipResult", "ModelRunner", "window_starts", "clip_windows", "clip_scores"]
 
 
 def window_starts(total_frames: int, window_frames: int) -> np.ndarray:
@@ -74,7 +74,7 @@ class ClipResult:
     timeline: list[tuple[float, float, np.ndarray]]
 
 
-class _Model:
+class ModelRunner:
     """Interpreter + input/output buffers for one bundle. ``run(window)`` -> dequantised scores (a view)."""
 
     def __init__(self, bundle: Bundle, *, model: str | None, num_threads: int | None, coral: bool) -> None:
@@ -167,7 +167,7 @@ class Classifier:
         self.bundle = as_bundle(bundle)
         self.config = self.bundle.feature_config
         self.labels = self.bundle.labels
-        self._model = _Model(self.bundle, model=model, num_threads=num_threads, coral=coral)
+        self._model = ModelRunner(self.bundle, model=model, num_threads=num_threads, coral=coral)
         self.backend = self._model.backend
         self._noted_rates: set[int] = set()
 

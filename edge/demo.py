@@ -13,10 +13,15 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
+from edge.cliutil import HelpFormatter, add_verbosity_arguments, setup_logging
 from edge.errors import AudioError, run_cli
 from edge.scoring import format_report, read_truth, score_events
+
+if TYPE_CHECKING:
+    from edge.gate import Event
+    from edge.sources import Source
 
 # One BLAS thread: the frontend's mel product and the seed image resize are tiny matrix products that run
 # several times slower when OpenBLAS threads fight the interpreter for the cores (measured: 2.6x overall on
@@ -29,9 +34,9 @@ DEFAULT_STREAM_NAME = "speech_commands_stream"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from edge.listen import add_detector_arguments
+    from edge.settings import add_detector_arguments
 
-    p = argparse.ArgumentParser(prog="python -m edge.demo",
+    p = argparse.ArgumentParser(prog="python -m edge.demo", formatter_class=HelpFormatter,
                                 description="Detect words in a long recording and score against ground truth.")
     p.add_argument("--stream", default=None, metavar="WAV",
                    help="the recording, or the name of a shipped one (esc10_stream); default: the shipped "
@@ -39,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truth", metavar="CSV", help="ground truth start,end,label (default: the stream's .csv)")
     add_detector_arguments(p)
     p.add_argument("--json", action="store_true", help="events and the score as JSON lines")
+    add_verbosity_arguments(p)
     return p
 
 
@@ -47,10 +53,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from edge.bundle import load_bundle
     from edge.detector import StreamingDetector
-    from edge.listen import format_event, run_source
+    from edge.run import format_event, run_source
+    from edge.settings import DetectorSettings, RuntimeOptions
     from edge.sources import FileSource
 
     args = build_parser().parse_args(argv)
+    setup_logging(args)
     stream = _stream_path(args.stream)
     truth_path = Path(args.truth) if args.truth else stream.with_suffix(".csv")
     if not stream.is_file():
@@ -59,17 +67,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     truth = read_truth(truth_path)
     bundle = load_bundle(args.bundle)
     source = FileSource(stream)
-    detector = StreamingDetector(bundle, sample_rate=source.sample_rate, hop=args.hop, threshold=args.threshold,
-                                 smooth=args.smooth, min_gap=args.min_gap, num_threads=args.threads,
-                                 coral=args.coral)
+    detector = StreamingDetector(bundle, DetectorSettings.from_args(args, bundle), RuntimeOptions.from_args(args),
+                                 sample_rate=source.sample_rate)
     unknown = sorted({w.label for w in truth} - set(bundle.labels))
     if unknown:
         print(f"note: truth labels not in the model: {', '.join(unknown)} (they can only be missed)",
               file=sys.stderr, flush=True)
     print(f"demo: {detector.describe()}", file=sys.stderr, flush=True)
-    events: list[Any] = []
+    events: list[Event] = []
 
-    def on_event(ev: Any, _src: Any) -> None:
+    def on_event(ev: Event, _src: Source) -> None:
         events.append(ev)
         line = json.dumps({"type": "event", **ev.to_dict()}) if args.json else format_event(ev)
         print(line, flush=True)

@@ -13,35 +13,30 @@ Each event also carries ``start`` (the start of its onset window); when the labe
 below the threshold, an end record (``phase == "end"``, with ``start`` and ``end``) follows -- from
 :meth:`StreamingDetector.push_events`, ``WindowResult.ends`` and :meth:`StreamingDetector.finish`, never from
 :meth:`StreamingDetector.push` (see :mod:`edge.gate`).
-Settings left as ``None`` come from the bundle's tuned ``detector`` block in its manifest, else the
-``DEFAULT_*`` constants below.
+Settings: an :class:`edge.settings.DetectorSettings` (default: the bundle's tuned values, else the defaults)
+and an :class:`edge.settings.RuntimeOptions`.
 """
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import time
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
 from edge.bundle import Bundle, as_bundle
-from edge.classifier import _Model
-from edge.errors import AuricleError, BundleError
+from edge.classifier import ModelRunner
 from edge.features import StreamingLogMel, model_input_shape
 from edge.gate import REARM_FRACTION, Event, EventGate
 from edge.pcm import to_mono_float32
 from edge.resample import Resampler
+from edge.settings import (DEFAULT_HOP, DEFAULT_MIN_GAP, DEFAULT_SMOOTH, DEFAULT_THRESHOLD, DetectorSettings,
+                           RuntimeOptions)
 from edge.sources import check_source_rate
 
 __all__ = ["DEFAULT_HOP", "DEFAULT_THRESHOLD", "DEFAULT_SMOOTH", "DEFAULT_MIN_GAP", "REARM_FRACTION",
            "Event", "WindowResult", "StreamingDetector"]
-
-DEFAULT_HOP = 0.1          # seconds between windows (rounded to whole frames)
-DEFAULT_THRESHOLD = 0.5    # smoothed score needed for an event
-DEFAULT_SMOOTH = 3         # windows averaged
-DEFAULT_MIN_GAP = 1.0      # seconds between two events of one label
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,68 +49,42 @@ class WindowResult:
     ends: tuple[Event, ...] = ()   # end records of sustained events that closed at this window (or before it)
 
 
-def _tuned(detector: Any, *, threshold: float | None, smooth: int | None,
-           min_gap: float | None) -> tuple[float, int, float]:
-    """Settings given as ``None``: the bundle's tuned value (manifest ``detector``), else the library default."""
-    if not isinstance(detector, Mapping):
-        raise BundleError("the bundle manifest's 'detector' entry must be an object; re-run tools/tune_detector "
-                          "or remove it")
-    try:
-        threshold = float(detector.get("threshold", DEFAULT_THRESHOLD)) if threshold is None else threshold
-        smooth = int(detector.get("smooth", DEFAULT_SMOOTH)) if smooth is None else smooth
-        min_gap = float(detector.get("min_gap", DEFAULT_MIN_GAP)) if min_gap is None else min_gap
-    except (TypeError, ValueError) as exc:
-        raise BundleError(f"the bundle manifest's tuned detector settings are malformed ({exc}); re-run "
-                          "tools/tune_detector or pass --threshold/--smooth/--min-gap") from None
-    return threshold, smooth, min_gap
-
-
-def _check_settings(*, hop: float, threshold: float, smooth: int, min_gap: float) -> None:
-    if not (isinstance(hop, (int, float)) and math.isfinite(hop) and hop > 0):
-        raise AuricleError(f"--hop {hop!r} must be a positive number of seconds, e.g. 0.1")
-    if not (isinstance(threshold, (int, float)) and 0.0 <= threshold <= 1.0):
-        raise AuricleError(f"--threshold {threshold!r} must be a probability between 0 and 1, e.g. 0.5")
-    if isinstance(smooth, bool) or not isinstance(smooth, (int, np.integer)) or smooth < 1:
-        raise AuricleError(f"--smooth {smooth!r} must be a whole number of windows >= 1")
-    if not (isinstance(min_gap, (int, float)) and math.isfinite(min_gap) and min_gap >= 0):
-        raise AuricleError(f"--min-gap {min_gap!r} must be >= 0 seconds")
-
-
 class StreamingDetector:
     """Feed audio of any chunking with :meth:`push`; get :class:`Event` s. Deterministic for any chunking.
 
-    ``sample_rate`` is the rate of what you push (default: the model's); higher rates are resampled.
-    ``hop`` seconds between windows (rounded to whole frames), ``smooth`` windows averaged, an event when a
-    non-background label's smoothed score >= ``threshold`` and >= ``min_gap`` s after that label's last one.
-    ``threshold``, ``smooth`` and ``min_gap`` left as ``None`` take the bundle's tuned values, else the defaults.
+    ``settings`` (default: the bundle's tuned values, else the defaults): ``hop`` seconds between windows
+    (rounded to whole frames), ``smooth`` windows averaged, an event when a non-background label's smoothed
+    score >= ``threshold`` and >= ``min_gap`` s after that label's last one. ``runtime``: threads, Edge TPU,
+    model kind. ``sample_rate`` is the rate of what you push (default: the model's); higher rates are
+    resampled. ``all_scores``: events carry every label's smoothed score.
     """
 
-    def __init__(self, bundle: Bundle | str | os.PathLike[str] | None = None, *, sample_rate: int | None = None,
-                 hop: float = DEFAULT_HOP, threshold: float | None = None, smooth: int | None = None,
-                 min_gap: float | None = None, model: str | None = None, num_threads: int | None = None,
-                 coral: bool = False, all_scores: bool = False, latency_history: int = 8192) -> None:
+    def __init__(self, bundle: Bundle | str | os.PathLike[str] | None = None,
+                 settings: DetectorSettings | None = None, runtime: RuntimeOptions | None = None, *,
+                 sample_rate: int | None = None, all_scores: bool = False, latency_history: int = 8192) -> None:
         self.bundle = as_bundle(bundle)
-        threshold, smooth, min_gap = _tuned(self.bundle.manifest.get("detector") or {}, threshold=threshold,
-                                            smooth=smooth, min_gap=min_gap)
-        _check_settings(hop=hop, threshold=threshold, smooth=smooth, min_gap=min_gap)
+        self.settings = settings = settings or DetectorSettings.from_bundle(self.bundle)
+        settings.validate()
+        self.runtime = runtime = runtime or RuntimeOptions()
+        runtime.validate()
         cfg = self.config = self.bundle.feature_config
         self.labels = self.bundle.labels
         self.background = frozenset(self.bundle.background_labels)
-        self._model = _Model(self.bundle, model=model, num_threads=num_threads, coral=coral)
+        self._model = ModelRunner(self.bundle, model=runtime.model, num_threads=runtime.num_threads,
+                                  coral=runtime.coral)
         self.backend = self._model.backend
         self.model_kind = self._model.kind
         self.model_rate = cfg.sample_rate
-        self.threshold = float(threshold)
-        self.smooth = int(smooth)
-        self.min_gap = float(min_gap)
+        self.threshold = float(settings.threshold)
+        self.smooth = int(settings.smooth)
+        self.min_gap = float(settings.min_gap)
         self.all_scores = bool(all_scores)
-        self.hop_frames = max(1, int(round(hop * cfg.sample_rate / cfg.hop_length)))
+        self.hop_frames = max(1, int(round(settings.hop * cfg.sample_rate / cfg.hop_length)))
         self.hop_seconds = self.hop_frames * cfg.hop_length / cfg.sample_rate
         n, m = cfg.n_frames, cfg.n_mels
         self._n = n
         self._ring = np.zeros((2 * n, m), dtype=np.float32)         # frame f lives at f % n and f % n + n
-        self._gate = EventGate(self.labels, self.background, threshold=self.threshold, smooth=self.smooth,
-                               min_gap=self.min_gap, all_scores=self.all_scores,
+        self._gate = EventGate(self.labels, self.background, settings, all_scores=self.all_scores,
                                window_seconds=((n - 1) * cfg.hop_length + cfg.n_fft) / cfg.sample_rate)
         self._frontend = StreamingLogMel(cfg)
         self._lat = np.zeros(max(1, latency_history), dtype=np.float64)
@@ -276,5 +245,4 @@ class StreamingDetector:
         shape = "x".join(str(s) for s in model_input_shape(cfg))
         rs = f", resampling {self.sample_rate} -> {self.model_rate} Hz" if self._resampler is not None else ""
         return (f"bundle {self.bundle.name} ({self.model_kind}, {cfg.profile} {shape}), backend {self.backend}, "
-                f"hop {self.hop_seconds:.2f} s, threshold {self.threshold:g}, smooth {self.smooth}, "
-                f"min-gap {self.min_gap:g} s{rs}")
+                f"{self.settings.describe(self.hop_seconds)}{rs}")

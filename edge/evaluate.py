@@ -25,17 +25,33 @@ import argparse
 import dataclasses
 import itertools
 import json
+import logging
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")   # as edge.listen: tiny matmuls run slower threaded
 
-from edge.errors import AuricleError, run_cli
+from edge.cliutil import HelpFormatter, add_verbosity_arguments, setup_logging  # noqa: E402
+from edge.errors import AuricleError, run_cli  # noqa: E402
+from edge.progress import Cadence, Progress  # noqa: E402
+from edge.settings import DetectorSettings, RuntimeOptions  # noqa: E402
 
-__all__ = ["StreamScores", "Operating", "collect", "replay", "evaluate", "main", "cli"]
+log = logging.getLogger(__name__)
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from edge.bundle import Bundle
+    from edge.detector import StreamingDetector, WindowResult
+    from edge.gate import Event, EventGate
+    from edge.scoring import TruthWord
+    from edge.sources import Source
+
+__all__ = ["StreamScores", "Operating", "EvaluationData", "SweepGrid", "collect", "replay", "evaluate", "main",
+           "cli"]
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".oga", ".mp3", ".aiff", ".aif")
 DEFAULT_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.98, 0.99)
@@ -47,8 +63,8 @@ class StreamScores:
     """One stream's window scores, as the model computed them: enough to replay any detector settings."""
     name: str
     seconds: float
-    times: Any            # (W,) window end times, s
-    raw: Any              # (W, labels) the model's own scores per window
+    times: np.ndarray     # (W,) window end times, s
+    raw: np.ndarray       # (W, labels) the model's own scores per window
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,6 +80,7 @@ class Operating:
     misses: int | None = None
     truth_words: int | None = None
     positive_false_alarms: int | None = None
+    misses_by_label: dict[str, int] | None = None
 
     @property
     def false_reject_rate(self) -> float | None:
@@ -73,7 +90,27 @@ class Operating:
         d = dataclasses.asdict(self)
         d["false_reject_rate"] = None if self.false_reject_rate is None else round(self.false_reject_rate, 4)
         d["false_accepts_per_hour"] = round(self.false_accepts_per_hour, 3)
+        if d["misses_by_label"] is None:
+            del d["misses_by_label"]
         return d
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluationData:
+    """What to measure on: negative audio (files or folders; ``split``: only that part of them) and,
+    optionally, a positive stream with its ``start,end,label`` truth CSV."""
+    negatives: Sequence[str | os.PathLike[str]]
+    split: str | None = None
+    positives: str | None = None
+    truth: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepGrid:
+    """The DET sweep's grid; ``min_gaps`` ``None``: the detector's own min_gap only."""
+    thresholds: Sequence[float] = DEFAULT_THRESHOLDS
+    smooths: Sequence[int] = DEFAULT_SMOOTHS
+    min_gaps: Sequence[float] | None = None
 
 
 # -- inputs -----------------------------------------------------------------------------------------------
@@ -82,30 +119,31 @@ def _relative(path: Path, root: Path) -> str:
 
 
 def negative_files(paths: Sequence[str | os.PathLike[str]], split: str | None = None) -> list[tuple[Path, str]]:
-    """``(file, name)`` for every audio file under ``paths`` (sorted), optionally only one split's files."""
-    from edge.splits import split_of
+    """``(file, name)`` for every audio file under ``paths`` (sorted), optionally only one split's files: the
+    sha1 rule on the name, or for a corpus source (``tools.negative_corpora``) its role's split."""
+    from edge.splits import file_split, source_roles, split_of
 
-    found: list[tuple[Path, str]] = []
+    found: list[tuple[Path, str, str]] = []
     for given in paths:
         root = Path(given)
         if root.is_file():
-            found.append((root, root.name))
+            found.append((root, root.name, split_of(root.name)))
         elif root.is_dir():
+            roles = source_roles(root)
             files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES
                            and not any(part.startswith(".") for part in p.relative_to(root).parts))
-            found.extend((p, _relative(p, root)) for p in files)
+            found.extend((p, _relative(p, root), file_split(p, root, roles)) for p in files)
         else:
             raise AuricleError(f"negative audio {root} does not exist; pass files or folders of audio that hold "
                                "none of the target sounds")
-    if split is not None:
-        found = [(p, name) for p, name in found if split_of(name) == split]
+    found = [f for f in found if split is None or f[2] == split]
     if not found:
         raise AuricleError(f"no audio files{f' of the {split} split' if split else ''} in "
                            f"{', '.join(map(str, paths))}; pass WAV/FLAC/OGG files or folders of them")
-    return found
+    return [(p, name) for p, name, _ in found]
 
 
-def _check_truth(truth: Sequence[Any], bundle: Any, path: str) -> None:
+def _check_truth(truth: Sequence[TruthWord], bundle: Bundle, path: str) -> None:
     unknown = sorted({w.label for w in truth} - set(bundle.labels))
     if unknown:
         raise AuricleError(f"truth file {path} names labels the bundle does not have: {', '.join(unknown)}; "
@@ -115,18 +153,19 @@ def _check_truth(truth: Sequence[Any], bundle: Any, path: str) -> None:
 
 
 # -- the model pass ---------------------------------------------------------------------------------------
-def collect(detector: Any, path: Path, name: str, *, chunk: int = 16000) -> tuple[StreamScores, list[Any]]:
+def collect(detector: StreamingDetector, path: Path, name: str, *,
+            chunk: int = 16000) -> tuple[StreamScores, list[Event]]:
     """Run one file through the real streaming path (a new stream); its window scores and events."""
     import numpy as np
 
-    from edge.listen import run_source
+    from edge.run import run_source
     from edge.sources import FileSource
 
     times: list[float] = []
-    raws: list[Any] = []
-    events: list[Any] = []
+    raws: list[np.ndarray] = []
+    events: list[Event] = []
 
-    def on_window(w: Any, _src: Any) -> None:
+    def on_window(w: WindowResult, _src: Source) -> None:
         times.append(w.time)
         raws.append(w.raw)
         events.extend(w.events)
@@ -139,17 +178,18 @@ def collect(detector: Any, path: Path, name: str, *, chunk: int = 16000) -> tupl
     return StreamScores(name, stats.audio_seconds, np.asarray(times), raw), events
 
 
-def replay(stream: StreamScores, gate: Any) -> list[Any]:
+def replay(stream: StreamScores, gate: EventGate) -> list[Event]:
     """The events ``gate`` (a fresh :class:`edge.gate.EventGate`) gives for a stored stream."""
     gate.reset()
-    out: list[Any] = []
+    out: list[Event] = []
     for i, (t, raw) in enumerate(zip(stream.times, stream.raw)):
         out.extend(gate.step(raw, float(t), i)[1])
     return out
 
 
 # -- scoring ----------------------------------------------------------------------------------------------
-def _operating(neg_events: list[Any], neg_seconds: float, pos: tuple[list[Any], Any] | None, *, threshold: float,
+def _operating(neg_events: list[Event], neg_seconds: float,
+               pos: tuple[list[Event], tuple[list[TruthWord], float]] | None, *, threshold: float,
                smooth: int, min_gap: float, labels: Sequence[str], background: frozenset[str]) -> Operating:
     from edge.scoring import score_events
 
@@ -161,26 +201,30 @@ def _operating(neg_events: list[Any], neg_seconds: float, pos: tuple[list[Any], 
     if pos is not None:
         events, (truth, seconds) = pos
         s = score_events(events, truth, duration=seconds, ignore=sorted(background))
+        missed = {lab: 0 for lab in per_label}
+        for w in s.misses:
+            missed[w.label] = missed.get(w.label, 0) + 1
         extra = {"hits": len(s.hits), "misses": len(s.misses), "truth_words": s.n_truth,
-                 "positive_false_alarms": len(s.false_alarms)}
+                 "positive_false_alarms": len(s.false_alarms), "misses_by_label": missed}
     return Operating(threshold=threshold, smooth=smooth, min_gap=min_gap, false_accepts=len(neg_events),
                      false_accepts_per_hour=len(neg_events) / hours if hours > 0 else 0.0,
                      per_label=per_label, **extra)
 
 
-def sweep(negatives: list[StreamScores], positive: StreamScores | None, truth: Any, detector: Any, *,
-          thresholds: Sequence[float], smooths: Sequence[int],
-          min_gaps: Sequence[float] | None = None) -> list[Operating]:
-    """Every (min_gap, smooth, threshold) point (min_gap: the detector's unless given), replayed from stored
-    window scores through the detector's own event rule."""
+def sweep(negatives: list[StreamScores], positive: StreamScores | None, truth: list[TruthWord] | None,
+          detector: StreamingDetector, grid: SweepGrid) -> list[Operating]:
+    """Every (min_gap, smooth, threshold) point of ``grid`` (min_gap: the detector's unless given), replayed
+    from stored window scores through the detector's own event rule with its other settings."""
     from edge.gate import EventGate
 
     neg_seconds = sum(s.seconds for s in negatives)
     rows = []
-    for min_gap, smooth, threshold in itertools.product(min_gaps or [detector.min_gap], smooths, thresholds):
+    for min_gap, smooth, threshold in itertools.product(grid.min_gaps or [detector.min_gap], grid.smooths,
+                                                        grid.thresholds):
+        point = detector.settings.replace(threshold=threshold, smooth=smooth, min_gap=min_gap)
+
         def gate() -> EventGate:
-            return EventGate(detector.labels, detector.background, threshold=threshold, smooth=smooth,
-                             min_gap=min_gap)
+            return EventGate(detector.labels, detector.background, point)
         neg_events = [ev for s in negatives for ev in replay(s, gate())]
         pos = (replay(positive, gate()), (truth, positive.seconds)) if positive is not None else None
         rows.append(_operating(neg_events, neg_seconds, pos, threshold=threshold, smooth=smooth,
@@ -230,52 +274,45 @@ def confidence(p: Operating, hours: float) -> dict[str, list[float] | None]:
             "false_reject_rate_ci95": None if frr is None else [round(frr[0], 4), round(frr[1], 4)]}
 
 
-def _progress(k: int, n: int, name: str, quiet: bool) -> None:
-    if not quiet and (k == n or k % 25 == 0):
-        print(f"negatives: {k}/{n} files ({name})", file=sys.stderr, flush=True)
-
-
-def evaluate(*, bundle: str | os.PathLike[str] | None, negatives: Sequence[str], split: str | None = None,
-             positives: str | None = None, truth: str | None = None, hop: float, threshold: float | None,
-             smooth: int | None, min_gap: float | None, num_threads: int | None = None,
-             do_sweep: bool = False, thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
-             smooths: Sequence[int] = DEFAULT_SMOOTHS, min_gaps: Sequence[float] | None = None,
+def evaluate(bundle: Bundle | str | os.PathLike[str] | None, settings: DetectorSettings | None = None,
+             runtime: RuntimeOptions | None = None, *, data: EvaluationData, grid: SweepGrid | None = None,
              quiet: bool = False) -> Evaluation:
-    """Score a bundle on negatives (and positives) exactly as ``edge.listen`` runs it; see the module doc."""
-    from edge.bundle import load_bundle
+    """Score a bundle on negatives (and positives) exactly as ``edge.listen`` runs it, with ``settings``
+    (default: the bundle's tuned values); ``grid``: also the DET sweep. See the module doc."""
+    from edge.bundle import as_bundle
     from edge.detector import StreamingDetector
     from edge.scoring import read_truth
 
-    if (positives is None) != (truth is None):
+    if (data.positives is None) != (data.truth is None):
         raise AuricleError("--positives and --truth go together: the stream WAV and its start,end,label CSV")
-    b = load_bundle(bundle)
-    files = negative_files(negatives, split)
-    words = read_truth(truth) if truth else None
+    b = as_bundle(bundle)
+    files = negative_files(data.negatives, data.split)
+    words = read_truth(data.truth) if data.truth else None
     if words is not None:
-        _check_truth(words, b, str(truth))
-    det = StreamingDetector(b, hop=hop, threshold=threshold, smooth=smooth, min_gap=min_gap,
-                            num_threads=num_threads)
+        _check_truth(words, b, str(data.truth))
+    det = StreamingDetector(b, settings, runtime)
     t0 = time.perf_counter()
     neg_streams, neg_events, fa_events = [], [], []
-    for k, (path, name) in enumerate(files, 1):
+    progress = Progress("negative files", len(files), None if quiet else log.info, Cadence(items=25, seconds=30))
+    for path, name in files:
         scores, events = collect(det, path, name)
         neg_streams.append(scores)
         neg_events.extend(events)
         fa_events.extend({"file": name, **ev.to_dict()} for ev in events)
-        _progress(k, len(files), name, quiet)
+        progress.step(false_accepts=len(neg_events))
+    progress.finish(false_accepts=len(neg_events))
     pos_scores, pos = None, None
-    if positives is not None:
-        pos_scores, pos_events = collect(det, Path(positives), str(positives))
+    if data.positives is not None:
+        pos_scores, pos_events = collect(det, Path(data.positives), str(data.positives))
         pos = (pos_events, (words, pos_scores.seconds))
     neg_seconds = sum(s.seconds for s in neg_streams)
     point = _operating(neg_events, neg_seconds, pos, threshold=det.threshold, smooth=det.smooth,
                        min_gap=det.min_gap, labels=det.labels, background=det.background)
-    rows = sweep(neg_streams, pos_scores, words, det, thresholds=thresholds, smooths=smooths,
-                 min_gaps=min_gaps) if do_sweep else []
+    rows = sweep(neg_streams, pos_scores, words, det, grid) if grid is not None else []
     audio = neg_seconds + (pos_scores.seconds if pos_scores else 0.0)
-    settings = {"hop": det.hop_seconds, "threshold": det.threshold, "smooth": det.smooth, "min_gap": det.min_gap,
-                "model": det.model_kind, "split": split}
-    return Evaluation(bundle=b.name, settings=settings, negative_files=len(files), negative_hours=neg_seconds / 3600,
+    used = {"hop": det.hop_seconds, "threshold": det.threshold, "smooth": det.smooth, "min_gap": det.min_gap,
+            "model": det.model_kind, "split": data.split}
+    return Evaluation(bundle=b.name, settings=used, negative_files=len(files), negative_hours=neg_seconds / 3600,
                       point=point, sweep=rows, wall_seconds=time.perf_counter() - t0, audio_seconds=audio,
                       false_accept_events=fa_events)
 
@@ -396,10 +433,10 @@ def _ints(text: str) -> tuple[int, ...]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from edge.listen import add_detector_arguments
+    from edge.settings import add_detector_arguments
 
     p = argparse.ArgumentParser(
-        prog="python -m edge.evaluate",
+        prog="python -m edge.evaluate", formatter_class=HelpFormatter,
         description="Measure a bundle as edge.listen runs it: false accepts per hour on negative audio, "
                     "false rejects on a positive stream, and (--sweep) the DET curve.",
         epilog="Example: python -m edge.evaluate --negatives ../shared/data/negatives --split test "
@@ -419,15 +456,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sweep smoothing windows, comma-separated (default %(default)s)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
     p.add_argument("--out", metavar="DIR", help="write evaluation.json, det.csv and det.png here")
-    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    add_verbosity_arguments(p, quiet_help="no progress lines on stderr")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from edge.bundle import load_bundle
+
     a = build_parser().parse_args(argv)
-    ev = evaluate(bundle=a.bundle, negatives=a.negatives, split=a.split, positives=a.positives, truth=a.truth,
-                  hop=a.hop, threshold=a.threshold, smooth=a.smooth, min_gap=a.min_gap, num_threads=a.threads,
-                  do_sweep=a.sweep, thresholds=a.thresholds, smooths=a.smooths, quiet=a.quiet)
+    setup_logging(a)
+    bundle = load_bundle(a.bundle)
+    data = EvaluationData(negatives=a.negatives, split=a.split, positives=a.positives, truth=a.truth)
+    grid = SweepGrid(thresholds=a.thresholds, smooths=a.smooths) if a.sweep else None
+    ev = evaluate(bundle, DetectorSettings.from_args(a, bundle), RuntimeOptions.from_args(a), data=data, grid=grid,
+                  quiet=a.quiet)
     if a.out:
         for path in write_outputs(ev, Path(a.out)):
             print(f"wrote {path}", file=sys.stderr, flush=True)

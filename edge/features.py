@@ -8,7 +8,8 @@ Everything that turns audio into model input lives here:
   ``librosa.power_to_db(ref=ref_power, amin=amin, top_db=None)``.
 * :class:`StreamingLogMel` -- push any number of samples, get only the new frames.
 * :func:`to_model_input` -- the profile transform: ``edge`` (normalised frames x mels x 1) or
-  ``seed`` (dB -> 0..255 per window -> 224x224 -> 3 channels, as the original study fed images).
+  ``seed`` (dB -> 0..255 per window -> 224x224 -> 3 channels, as the original study fed images); it lives
+  in :mod:`edge.model_input` and is re-exported here, as is :func:`model_input_shape`.
 
 Framing is ``center=False``: frame ``i`` covers samples ``[i*hop, i*hop + n_fft)``. That is what makes the
 streaming extractor exact -- a frame depends only on audio that has already arrived.
@@ -20,11 +21,12 @@ import functools
 import json
 import math
 import threading
-from typing import Any, Mapping
+from typing import Mapping
 
 import numpy as np
 
 from edge.errors import AuricleError
+from edge.model_input import model_input_shape, to_model_input  # re-exported: the profile transforms
 
 __all__ = [
     "FeatureConfig",
@@ -36,9 +38,13 @@ __all__ = [
     "StreamingLogMel",
     "to_model_input",
     "model_input_shape",
+    "fit_to_clip",
 ]
 
 PROFILES = ("edge", "seed")
+
+#: the type of one FeatureConfig setting (as a keyword override, or a value in its JSON form)
+FeatureValue = int | float | str
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,21 +108,21 @@ class FeatureConfig:
         return 1 + (self.clip_samples - self.n_fft) // self.hop_length
 
     @property
-    def frontend_key(self) -> dict[str, Any]:
+    def frontend_key(self) -> dict[str, FeatureValue]:
         """The settings that change log-mel values (what a feature cache must be keyed by)."""
         keys = ("sample_rate", "n_fft", "win_length", "hop_length", "n_mels", "fmin", "fmax",
                 "power", "amin", "ref_power", "clip_duration")
         return {k: getattr(self, k) for k in keys}
 
     # -- (de)serialisation ---------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, FeatureValue]:
         return dataclasses.asdict(self)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "FeatureConfig":
+    def from_dict(cls, data: Mapping[str, FeatureValue]) -> "FeatureConfig":
         if not isinstance(data, Mapping):
             raise AuricleError("feature config must be a JSON object; regenerate the bundle/run")
         names = {f.name for f in dataclasses.fields(cls)}
@@ -124,7 +130,7 @@ class FeatureConfig:
         if unknown:
             raise AuricleError(f"feature config has unknown keys {unknown}; it was written by a newer "
                                "auricle -- upgrade auricle")
-        return cls(**dict(data))
+        return cls(**dict(data))  # type: ignore[arg-type]  # __post_init__ checks each value
 
     @classmethod
     def from_json(cls, text: str) -> "FeatureConfig":
@@ -134,16 +140,16 @@ class FeatureConfig:
             raise AuricleError(f"feature config is not valid JSON ({exc}); regenerate it") from None
 
 
-def edge_config(**overrides: Any) -> FeatureConfig:
+def edge_config(**overrides: FeatureValue) -> FeatureConfig:
     """Native log-mel frames for small CPUs: 97 frames x 40 mels for 1 s at 16 kHz."""
-    return FeatureConfig(**{"profile": "edge", **overrides})
+    return FeatureConfig(**{"profile": "edge", **overrides})  # type: ignore[arg-type]  # checked there
 
 
-def seed_config(**overrides: Any) -> FeatureConfig:
+def seed_config(**overrides: FeatureValue) -> FeatureConfig:
     """The original study's form, a mel spectrogram rendered as a 224x224x3 image: 64 ms windows every
     16 ms, 64 mel bands (59 frames for 1 s), upsampled to the image."""
     return FeatureConfig(**{"profile": "seed", "n_fft": 1024, "win_length": 1024, "hop_length": 256,
-                            "n_mels": 64, **overrides})
+                            "n_mels": 64, **overrides})  # type: ignore[arg-type]  # checked there
 
 
 # -- mel filterbank (Slaney scale and area normalisation, as librosa's defaults) ----------------
@@ -450,53 +456,6 @@ class StreamingLogMel:
                 break
         self.frames_emitted += k
         return out
-
-
-# -- profile transforms ----------------------------------------------------------------------
-@functools.lru_cache(maxsize=32)
-def _interp_matrix(n_in: int, n_out: int) -> np.ndarray:
-    """(n_out, n_in) linear-interpolation weights, align_corners=False (half-pixel centres)."""
-    pos = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
-    pos = np.clip(pos, 0, n_in - 1)
-    lo = np.floor(pos).astype(int)
-    hi = np.minimum(lo + 1, n_in - 1)
-    frac = pos - lo
-    m = np.zeros((n_out, n_in), dtype=np.float32)
-    m[np.arange(n_out), lo] += (1 - frac).astype(np.float32)
-    m[np.arange(n_out), hi] += frac.astype(np.float32)
-    m.setflags(write=False)
-    return m
-
-
-def model_input_shape(config: FeatureConfig) -> tuple[int, int, int]:
-    """The (H, W, C) a network built for this config takes."""
-    if config.profile == "seed":
-        return (config.image_size, config.image_size, config.image_channels)
-    return (config.n_frames, config.n_mels, 1)
-
-
-def to_model_input(frames: np.ndarray, config: FeatureConfig) -> np.ndarray:
-    """Profile transform of one window ``(n_frames, n_mels)`` or a batch ``(B, n_frames, n_mels)``.
-
-    * edge: ``(dB - norm_mean) / norm_std`` -> ``(..., n_frames, n_mels, 1)`` float32
-    * seed: per window, dB clipped to ``[max - range, max]`` and scaled to 0..255, bilinearly resized
-      to ``image_size`` squared and repeated to ``image_channels`` -> ``(..., S, S, C)`` float32 in 0..255
-    """
-    x = np.asarray(frames, dtype=np.float32)
-    if x.ndim not in (2, 3) or x.shape[-1] != config.n_mels:
-        raise AuricleError(f"expected (frames, {config.n_mels}) log-mel input, got shape {x.shape}")
-    if x.shape[-2] != config.n_frames:
-        raise AuricleError(f"window has {x.shape[-2]} frames but the model takes {config.n_frames}; "
-                           "pad or crop audio to clip_duration first")
-    if config.profile == "edge":
-        return ((x - np.float32(config.norm_mean)) / np.float32(config.norm_std))[..., None]
-    top = x.max(axis=(-2, -1), keepdims=True)
-    rng = np.float32(config.seed_dynamic_range_db)
-    scaled = (np.clip(x, top - rng, top) - (top - rng)) * (np.float32(255.0) / rng)
-    rows = _interp_matrix(config.n_frames, config.image_size)
-    cols = _interp_matrix(config.n_mels, config.image_size)
-    img = rows @ scaled @ cols.T
-    return np.repeat(img[..., None], config.image_channels, axis=-1).astype(np.float32, copy=False)
 
 
 def fit_to_clip(waveform: np.ndarray, config: FeatureConfig) -> np.ndarray:

@@ -12,7 +12,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, BinaryIO, ContextManager, Iterator, Literal, TextIO, overload
 
 __all__ = ["atomic_writer", "write_bytes_atomic", "write_text_atomic", "write_json_atomic", "json_default",
            "sha256_file", "sha256_bytes"]
@@ -24,8 +24,16 @@ def _default_mode() -> int:
     return 0o666 & ~umask
 
 
-@contextlib.contextmanager
-def atomic_writer(path: str | os.PathLike[str], *, binary: bool = False) -> Iterator[IO[Any]]:
+@overload
+def atomic_writer(path: str | os.PathLike[str], *, binary: Literal[False] = False) -> ContextManager[TextIO]: ...
+
+
+@overload
+def atomic_writer(path: str | os.PathLike[str], *, binary: Literal[True]) -> ContextManager[BinaryIO]: ...
+
+
+@contextlib.contextmanager  # type: ignore[misc]  # the overloads above say which file type each mode yields
+def atomic_writer(path: str | os.PathLike[str], *, binary: bool = False) -> Iterator[IO[str] | IO[bytes]]:
     """Open a temporary file beside ``path``; on a clean exit fsync it and rename it over ``path``.
 
     The file gets the permissions an ordinary ``open`` would give (mkstemp's 0600 is undone). On an
@@ -57,7 +65,7 @@ def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
         fh.write(text)
 
 
-def json_default(obj: Any) -> Any:
+def json_default(obj: object) -> object:
     """JSON for numpy scalars/arrays and paths (used by :func:`write_json_atomic`)."""
     try:
         import numpy as np
@@ -72,7 +80,7 @@ def json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def write_json_atomic(path: str | os.PathLike[str], data: Any) -> None:
+def write_json_atomic(path: str | os.PathLike[str], data: object) -> None:
     """``data`` as indented JSON with a final newline, written atomically."""
     with atomic_writer(path) as fh:
         json.dump(data, fh, indent=2, sort_keys=False, default=json_default)

@@ -10,7 +10,8 @@ The rule, per window (``raw``: the model's scores for the window ending at ``t``
 1. smoothed = mean of the last ``smooth`` windows of the current segment (fewer at its start);
 2. a label that fired is *disarmed* until its smoothed score falls below ``REARM_FRACTION x threshold``
    (hysteresis; off at threshold 0), so one long word fires once;
-3. an armed foreground label fires when its smoothed score >= ``threshold`` and at least ``min_gap``
+3. an armed foreground label fires when its smoothed score >= its threshold (``threshold``, or its own from
+   ``label_thresholds``) and at least ``min_gap``
    seconds passed since its last event; events of one window are ordered by score, best first.
 
 Sustained sounds: an event (the *onset*, ``phase == "onset"``) carries ``start`` = the start of the window
@@ -27,9 +28,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from edge.settings import DetectorSettings
 
 __all__ = ["Event", "EventGate", "REARM_FRACTION", "ONSET", "END"]
 
@@ -75,21 +79,24 @@ class _Active:
 
 
 class EventGate:
-    """Stateful smoothing + firing rule over a stream of window scores (see the module doc)."""
+    """Stateful smoothing + firing rule over a stream of window scores (see the module doc), with the
+    event settings of a :class:`edge.settings.DetectorSettings` (its hop is the caller's business)."""
 
-    def __init__(self, labels: Sequence[str], background: Sequence[str] | frozenset[str], *, threshold: float,
-                 smooth: int, min_gap: float, all_scores: bool = False, window_seconds: float = 0.0) -> None:
+    def __init__(self, labels: Sequence[str], background: Sequence[str] | frozenset[str],
+                 settings: DetectorSettings, *, all_scores: bool = False, window_seconds: float = 0.0) -> None:
         self.labels = list(labels)
+        self.settings = settings
         self.window_seconds = float(window_seconds)
         self._active: dict[int, _Active] = {}
         self._ends: list[Event] = []
         self._index = 0
-        self.threshold = float(threshold)
-        self.smooth = int(smooth)
-        self.min_gap = float(min_gap)
+        self.threshold = float(settings.threshold)
+        self.smooth = int(settings.smooth)
+        self.min_gap = float(settings.min_gap)
         self.all_scores = bool(all_scores)
         k = len(self.labels)
         self._fg_idx = np.asarray([i for i, lab in enumerate(self.labels) if lab not in set(background)], dtype=int)
+        self._thr = np.asarray([settings.threshold_of(lab) for lab in self.labels], dtype=np.float64)
         self._hist = np.zeros((self.smooth, k), dtype=np.float64)
         self._smoothed = np.zeros(k, dtype=np.float64)
         self._last = np.full(k, -math.inf)
@@ -135,7 +142,7 @@ class EventGate:
         self._index = index
         for li in list(self._active):
             a = self._active[li]
-            if sm[li] >= self.threshold:
+            if sm[li] >= self._thr[li]:
                 a.last, a.peak = t, max(a.peak, float(sm[li]))
             else:
                 self._ends.append(self._end_record(li, t, index))
@@ -161,7 +168,7 @@ class EventGate:
         self._index = index
         fg = self._fg_idx
         s = sm[fg]
-        thr = self.threshold
+        thr = self._thr[fg]                 # each label's own threshold (the common one unless set per label)
         rearm = thr * REARM_FRACTION
         unarmed = ~self._armed[fg]
         if unarmed.any():   # hysteresis (off at threshold 0): the word must fade before it can fire again
@@ -174,7 +181,7 @@ class EventGate:
         for li in fg[ready]:
             self._last[li] = t
             self._armed[li] = False
-            if thr > 0.0:
+            if self._thr[li] > 0.0:
                 self._active[int(li)] = _Active(start=start, last=t, peak=float(sm[li]))
             fired.append(Event(time=t, label=self.labels[li], score=float(sm[li]), window=index,
                                scores=tuple(float(v) for v in sm) if self.all_scores else None, start=start))

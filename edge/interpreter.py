@@ -10,18 +10,53 @@ from __future__ import annotations
 import importlib
 import os
 import platform
-from typing import Any
+from typing import Callable, Protocol, TypedDict
+
+import numpy as np
 
 from edge.cstreams import captured_c_stderr
 from edge.errors import AuricleError, BundleError
 
-__all__ = ["BACKENDS", "import_backend", "load_edgetpu_delegate", "make_interpreter"]
+__all__ = ["BACKENDS", "TensorDetails", "TFLiteInterpreter", "import_backend", "load_edgetpu_delegate",
+           "make_interpreter"]
 
 BACKENDS = ("ai_edge_litert", "tflite_runtime", "tensorflow.lite")
 _EDGETPU_LIB = {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib", "Windows": "edgetpu.dll"}
 
 
-def import_backend(prefer: str | None = None) -> tuple[Any, Any, str]:
+class TensorDetails(TypedDict, total=False):
+    """One entry of ``get_input_details()`` / ``get_output_details()`` (the same in every backend)."""
+    name: str
+    index: int
+    shape: np.ndarray
+    shape_signature: np.ndarray
+    dtype: type[np.generic]
+    quantization: tuple[float, int]
+    quantization_parameters: dict[str, np.ndarray]
+    sparsity_parameters: dict[str, object]
+
+
+class TFLiteInterpreter(Protocol):
+    """What edge/ uses of an interpreter; ai_edge_litert's, tflite_runtime's and tf.lite's all have it."""
+
+    def allocate_tensors(self) -> None: ...
+
+    def get_input_details(self) -> list[TensorDetails]: ...
+
+    def get_output_details(self) -> list[TensorDetails]: ...
+
+    def set_tensor(self, tensor_index: int, value: np.ndarray) -> None: ...
+
+    def get_tensor(self, tensor_index: int) -> np.ndarray: ...
+
+    def invoke(self) -> None: ...
+
+
+#: a backend's ``load_delegate(library)``; the delegate it returns is opaque here
+LoadDelegate = Callable[[str], object]
+
+
+def import_backend(prefer: str | None = None) -> tuple[Callable[..., TFLiteInterpreter], LoadDelegate, str]:
     """``(Interpreter class, load_delegate, backend name)`` of the first TFLite runtime that imports."""
     prefer = prefer or os.environ.get("AURICLE_TFLITE_BACKEND") or None
     if prefer is not None and prefer not in BACKENDS:
@@ -46,7 +81,7 @@ def import_backend(prefer: str | None = None) -> tuple[Any, Any, str]:
                        "`pip install ai-edge-litert`")
 
 
-def load_edgetpu_delegate(load_delegate: Any) -> Any:
+def load_edgetpu_delegate(load_delegate: LoadDelegate) -> object:
     """The Edge TPU delegate through the backend's ``load_delegate``; a missing runtime is a one-line fix."""
     lib = _EDGETPU_LIB.get(platform.system(), "libedgetpu.so.1")
     try:
@@ -63,12 +98,12 @@ def load_edgetpu_delegate(load_delegate: Any) -> Any:
 
 
 def make_interpreter(model_path: str | os.PathLike[str], *, num_threads: int | None = None,
-                     edgetpu: bool = False, backend: str | None = None) -> tuple[Any, str]:
+                     edgetpu: bool = False, backend: str | None = None) -> tuple[TFLiteInterpreter, str]:
     """A ready interpreter (tensors allocated) and the name of the backend that made it."""
     Interpreter, load_delegate, name = import_backend(backend)
     if num_threads is not None and (not isinstance(num_threads, int) or num_threads < 1):
         raise AuricleError(f"--threads {num_threads!r} must be a whole number >= 1")
-    kwargs: dict[str, Any] = {"model_path": str(model_path)}
+    kwargs: dict[str, object] = {"model_path": str(model_path)}
     if num_threads is not None:
         kwargs["num_threads"] = num_threads
     if edgetpu:

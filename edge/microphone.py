@@ -1,9 +1,9 @@
-"""Live capture through PortAudio: :class:`Microphone` with its stall :class:`Watchdog`, and the device
-helpers behind ``--list-devices``.
+"""Live capture through PortAudio: :class:`Microphone` with its stall :class:`Watchdog`.
 
-``sounddevice`` is imported lazily (:func:`import_sounddevice`), so importing this module costs nothing
-without a microphone. ALSA/PortAudio print probing chatter on fd 2; it is held back (and quoted in errors
-where useful) unless ``$AURICLE_AUDIO_DEBUG`` is set.
+Finding a device and its capture format, and ``--list-devices``, live in :mod:`edge.audio_devices` (its
+public names are re-exported here). ``sounddevice`` is imported lazily, so importing this module costs
+nothing without a microphone. ALSA/PortAudio print probing chatter on fd 2; it is held back unless
+``$AURICLE_AUDIO_DEBUG`` is set.
 
 Capture (see docs/DESIGN.md, "Data flow when listening"): the PortAudio callback only copies the block
 into a bounded queue and counts overflow flags. When the queue holds more than ``max_queue_seconds`` the
@@ -30,20 +30,26 @@ import contextlib
 import ctypes
 import dataclasses
 import functools
+import logging
 import math
 import os
 import signal
-import sys
 import threading
 import time
-from typing import Any, Callable, Iterator
+from types import FrameType, ModuleType
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
+from edge.audio_devices import (AUDIO_DEBUG_ENV, COMMON_RATES, choose_format, format_device_list,  # noqa: F401
+                                import_sounddevice, list_input_devices, resolve_input_device)
 from edge.cstreams import captured_c_stderr
 from edge.errors import AudioError, AuricleError
 from edge.pcm import to_mono_float32
 from edge.sources import Chunk, Source
+
+if TYPE_CHECKING:
+    import sounddevice
 
 __all__ = ["Microphone", "Watchdog", "DeviceStalledError", "import_sounddevice", "list_input_devices",
            "format_device_list", "DEFAULT_STALL_TIMEOUT", "DEFAULT_MAX_RESTARTS"]
@@ -51,7 +57,6 @@ __all__ = ["Microphone", "Watchdog", "DeviceStalledError", "import_sounddevice",
 DEFAULT_QUEUE_SECONDS = 5.0
 DEFAULT_STALL_TIMEOUT = 5.0     # seconds without audio before the stream is reopened
 DEFAULT_MAX_RESTARTS = 3        # reopen tries before DeviceStalledError
-COMMON_RATES = (48000, 44100, 32000, 96000, 88200, 24000, 22050)
 CLOCK_WINDOW = 2.0              # wall seconds per delivery-rate measurement
 FAST_CLOCK_RATIO = 1.5          # delivering this many times real time ...
 FAST_CLOCK_WINDOWS = 3          # ... for this many windows in a row means a broken clock (one fast window
@@ -59,9 +64,9 @@ FAST_CLOCK_WINDOWS = 3          # ... for this many windows in a row means a bro
 REPORT_INTERVAL = 60.0          # at most one dropped-blocks/overflows line per this many seconds
 _POLL = 0.05                    # consumer wait granularity (seconds)
 _KICK_INTERVAL = 0.05           # while a stream closes: how often its blocked threads are interrupted
-_DEBUG_ENV = "AURICLE_AUDIO_DEBUG"   # set it to see ALSA/PortAudio's own messages
 # a real-time signal with a no-op handler: delivered to PortAudio's thread it ends a blocked read() (EINTR)
 _WAKE_SIGNAL = (signal.SIGRTMIN + 5) if hasattr(signal, "SIGRTMIN") else None
+_LOG = logging.getLogger(__name__)
 
 
 class DeviceStalledError(AudioError):
@@ -104,115 +109,7 @@ class Watchdog:
         return self.stall_timeout + tries + self.close_timeout
 
 
-def _stderr_line(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def import_sounddevice() -> Any:
-    """Import sounddevice lazily; turn a missing PortAudio into a one-line fix."""
-    if "sounddevice" in sys.modules:
-        return sys.modules["sounddevice"]
-    try:
-        with captured_c_stderr(_DEBUG_ENV):
-            import sounddevice
-    except OSError as exc:
-        raise AudioError(f"the PortAudio library was not found ({exc}); install it: `sudo apt install "
-                         "libportaudio2` (Debian, Ubuntu, Raspberry Pi OS)") from None
-    except ImportError:
-        raise AudioError("the sounddevice package is not installed; `pip install sounddevice` "
-                         "(it also needs `sudo apt install libportaudio2`)") from None
-    return sounddevice
-
-
-def list_input_devices() -> list[dict[str, Any]]:
-    sd = import_sounddevice()
-    with captured_c_stderr(_DEBUG_ENV):
-        devices = sd.query_devices()
-        try:
-            default_in = sd.default.device[0]
-        except Exception:
-            default_in = -1
-    out = []
-    for d in devices:
-        if d["max_input_channels"] > 0:
-            out.append({"index": d["index"], "name": d["name"], "channels": d["max_input_channels"],
-                        "default_samplerate": d["default_samplerate"], "default": d["index"] == default_in})
-    return out
-
-
-def format_device_list() -> str:
-    devices = list_input_devices()
-    if not devices:
-        return ("no audio input devices found (check `arecord -l`, plug in a microphone, or define an "
-                "ALSA pcm in ~/.asoundrc)")
-    lines = ["input devices (use --device ID or a unique part of the NAME; * = default):"]
-    for d in devices:
-        mark = "*" if d["default"] else " "
-        lines.append(f"{mark} {d['index']:>3}  {d['name']}  ({d['channels']} ch, default "
-                     f"{d['default_samplerate']:.0f} Hz)")
-    return "\n".join(lines)
-
-
-def _resolve_input_device(sd: Any, device: int | str | None) -> dict[str, Any]:
-    hint = "run `python -m edge.listen --list-devices` to see them"
-    if device is None:
-        try:
-            with captured_c_stderr(_DEBUG_ENV):
-                return dict(sd.query_devices(kind="input"))
-        except Exception:
-            names = [d["name"] for d in list_input_devices()]
-            if names:
-                raise AudioError(f"no default audio input device; pass --device with one of: "
-                                 f"{', '.join(repr(n) for n in names)}") from None
-            raise AudioError("no audio input device found: PortAudio sees no microphone; plug one in and "
-                             "check `arecord -l`, or pass --file WAV") from None
-    key: int | str = device
-    if isinstance(device, str) and device.strip().lstrip("-").isdigit():
-        key = int(device)
-    try:
-        with captured_c_stderr(_DEBUG_ENV):
-            info = dict(sd.query_devices(key))
-    except (ValueError, sd.PortAudioError) as exc:
-        raise AudioError(f"unknown --device {device!r} ({' '.join(str(exc).split())}); {hint}") from None
-    if info.get("max_input_channels", 0) < 1:
-        raise AudioError(f"--device {device!r} ({info.get('name')}) has no inputs; {hint}")
-    return info
-
-
-def _supports(sd: Any, index: int, rate: int, channels: int, dtype: str) -> bool:
-    try:
-        with captured_c_stderr(_DEBUG_ENV):
-            sd.check_input_settings(device=index, samplerate=rate, channels=channels, dtype=dtype)
-        return True
-    except Exception:
-        return False
-
-
-def _choose_format(sd: Any, info: dict[str, Any], model_rate: int) -> tuple[int, int, str]:
-    """(rate, channels, dtype): the model rate if the device has it, else its native rate (resampled later).
-
-    16-bit samples are preferred: what most microphones deliver, half the queue memory, and converted to
-    float exactly as a 16-bit WAV file is (so a recording replays bit-identically).
-    """
-    index = int(info["index"])
-    channel_options = [1] + ([2] if info["max_input_channels"] >= 2 else [])
-    native = int(round(info.get("default_samplerate") or 0))
-    rates = [model_rate] + [r for r in (native, *COMMON_RATES) if r > model_rate]
-    seen: list[int] = []
-    for rate in rates:
-        if rate in seen:
-            continue
-        seen.append(rate)
-        for ch in channel_options:
-            for dtype in ("int16", "float32"):
-                if _supports(sd, index, rate, ch, dtype):
-                    return rate, ch, dtype
-    raise AudioError(f"input device {info['name']!r} supports none of {', '.join(map(str, seen))} Hz (its "
-                     f"default is {native} Hz); the model needs {model_rate} Hz or more -- pick another "
-                     "--device, or use an ALSA `plug` device (e.g. plughw:CARD) that converts rates")
-
-
-def _ignore_wake(signum: int, frame: Any) -> None:
+def _ignore_wake(signum: int, frame: FrameType | None) -> None:
     """Handler of the wake signal: nothing to do; its only job is to interrupt a blocked system call."""
 
 
@@ -255,7 +152,7 @@ def _wake_threads(tids: frozenset[int]) -> None:
         tgkill(pid, tid, int(_WAKE_SIGNAL))      # a thread that has gone: ESRCH, ignored
 
 
-def _close_stream(stream: Any, tids: frozenset[int], timeout: float) -> bool:
+def _close_stream(stream: sounddevice.InputStream, tids: frozenset[int], timeout: float) -> bool:
     """``abort()`` + ``close()`` a stream within ``timeout`` s; False if it had to be left behind.
 
     ``abort()``, not ``stop()``: stop waits for pending buffers, i.e. for a read that may never return. The
@@ -270,7 +167,7 @@ def _close_stream(stream: Any, tids: frozenset[int], timeout: float) -> bool:
             stream.close()
         done.set()
 
-    with captured_c_stderr(_DEBUG_ENV):       # ALSA complains about the interrupted read on fd 2
+    with captured_c_stderr(AUDIO_DEBUG_ENV):       # ALSA complains about the interrupted read on fd 2
         threading.Thread(target=close, name="auricle-close-stream", daemon=True).start()
         deadline = time.monotonic() + timeout
         while not done.wait(_KICK_INTERVAL):
@@ -280,7 +177,7 @@ def _close_stream(stream: Any, tids: frozenset[int], timeout: float) -> bool:
     return True
 
 
-def _skip_portaudio_exit_handler(sd: Any) -> None:
+def _skip_portaudio_exit_handler(sd: ModuleType) -> None:
     """A stream left behind would make sounddevice's exit handler (Pa_Terminate) wait for it forever."""
     handler = getattr(sd, "_exit_handler", None)
     if handler is not None:
@@ -293,7 +190,8 @@ class Microphone(Source):
     Opens the device at the model rate when it supports it, else at its native rate (the worker resamples).
     The callback copies each block into a bounded queue (``max_queue_seconds``); on overflow the oldest
     blocks are dropped and counted. ``chunks()`` drains the queue and yields contiguous runs, and runs the
-    ``watchdog`` (see the module notes); ``log`` gets its one-line reports (default: stderr).
+    ``watchdog`` (see the module notes); ``log`` gets its one-line reports (default: this module's logger at
+    WARNING: each line is about a device in trouble or recovering from it).
     """
 
     kind = "microphone"
@@ -303,20 +201,20 @@ class Microphone(Source):
                  log: Callable[[str], None] | None = None) -> None:
         super().__init__()
         self._sd = import_sounddevice()
-        info = _resolve_input_device(self._sd, device)
+        info = resolve_input_device(self._sd, device)
         self.device_index = int(info["index"])
         self.name = str(info["name"])
-        self.sample_rate, self.channels, self.dtype = _choose_format(self._sd, info, int(model_rate))
+        self.sample_rate, self.channels, self.dtype = choose_format(self._sd, info, int(model_rate))
         self.blocksize = int(blocksize)
         self.watchdog = watchdog if watchdog is not None else Watchdog()
-        self._log = log or _stderr_line
+        self._log = log or _LOG.warning
         self._capacity = max(1, int(max_queue_seconds * self.sample_rate))
         self._queue: collections.deque[tuple[int, np.ndarray]] = collections.deque()
         self._queued = 0
         self._written = 0
         self._lock = threading.Lock()
         self._ready = threading.Event()
-        self._stream: Any = None
+        self._stream: sounddevice.InputStream | None = None
         self._stream_tids: frozenset[int] = frozenset()
         self._generation = 0             # callbacks of older (closing or abandoned) streams are ignored
         self._resume_from: float | None = None
@@ -338,7 +236,7 @@ class Microphone(Source):
 
     # runs on PortAudio's thread: copy, count, never block for long, never compute
     def _make_callback(self, generation: int) -> Callable[..., None]:
-        def callback(indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
+        def callback(indata: np.ndarray, frames: int, time_info: object, status: sounddevice.CallbackFlags) -> None:
             if generation != self._generation:
                 return
             if status.input_overflow:
@@ -370,7 +268,7 @@ class Microphone(Source):
         before = _thread_ids()
         stream = None
         try:
-            with captured_c_stderr(_DEBUG_ENV):
+            with captured_c_stderr(AUDIO_DEBUG_ENV):
                 stream = self._sd.InputStream(device=self.device_index, samplerate=self.sample_rate,
                                               channels=self.channels, dtype=self.dtype, blocksize=self.blocksize,
                                               callback=self._make_callback(generation))
@@ -483,8 +381,8 @@ class Microphone(Source):
         self.stalled_seconds += time.monotonic() - lost_at
         how = (f"{tries} reopen {'try' if tries == 1 else 'tries'} failed" if tries
                else "the stall watchdog is off (--stall-timeout 0)")
-        raise DeviceStalledError(f"{self._what(ended, lost_at)}; {how} -- check the microphone (`arecord -l`, its cable/USB port); "
-                                 "a service manager should restart the program")
+        raise DeviceStalledError(f"{self._what(ended, lost_at)}; {how} -- check the microphone (`arecord -l`, its "
+                                 "cable/USB port); a service manager should restart the program")
 
     def _reopen(self, lost_at: float) -> bool:
         """One reopen try: open the stream, then wait up to ``stall_timeout`` s for its first audio."""

@@ -31,18 +31,28 @@ counted as undelivered. The counts go into listen's summary under ``"mqtt"``.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import ssl
-import sys
 import threading
 import time
-from typing import Any, Sequence, TextIO
+from types import ModuleType, TracebackType
+from typing import TYPE_CHECKING, Sequence, TextIO, TypedDict
 
 from edge.errors import AuricleError
-from edge.mqtt_config import (DEFAULT_DISCOVERY_PREFIX, DEFAULT_PORT, DEFAULT_QUEUE, DEFAULT_TLS_PORT,  # noqa: F401
-                              DEFAULT_TOPIC, OFFLINE, ONLINE, MqttConfig, add_mqtt_arguments, device_id,
-                              mqtt_config_from_args, parse_broker)
-from edge.mqtt_config import _CONTROL_HEADROOM, _INSTALL_HINT
+from edge.mqtt_config import (CONTROL_HEADROOM, DEFAULT_DISCOVERY_PREFIX, DEFAULT_PORT, DEFAULT_QUEUE,  # noqa: F401
+                              DEFAULT_TLS_PORT, DEFAULT_TOPIC, INSTALL_HINT, OFFLINE, ONLINE, MqttConfig,
+                              add_mqtt_arguments, device_id, mqtt_config_from_args, parse_broker)
+
+if TYPE_CHECKING:
+    from paho.mqtt.client import Client, ConnectFlags, DisconnectFlags, MQTTMessage
+    from paho.mqtt.properties import Properties
+    from paho.mqtt.reasoncodes import ReasonCode
+
+    from edge.bundle import Bundle
+    from edge.gate import Event
+
+_LOG = logging.getLogger(__name__)
 
 _HOLD_LIMIT = 2      # a hold extended by further announcements ends at most this many discovery waits after it began
 
@@ -58,7 +68,7 @@ def _version() -> str:
         return "unknown"
 
 
-def discovery_config(cfg: MqttConfig, *, bundle_name: str, labels: Sequence[str]) -> dict[str, Any]:
+def discovery_config(cfg: MqttConfig, *, bundle_name: str, labels: Sequence[str]) -> dict[str, object]:
     """Home Assistant MQTT discovery payload of one ``event`` entity (event types = reportable labels)."""
     version = _version()
     return {
@@ -77,10 +87,10 @@ def discovery_config(cfg: MqttConfig, *, bundle_name: str, labels: Sequence[str]
     }
 
 
-def event_payload(ev: Any, *, bundle_name: str, device_name: str, source: str | None = None,
-                  now: float | None = None) -> dict[str, Any]:
+def event_payload(ev: Event, *, bundle_name: str, device_name: str, source: str | None = None,
+                  now: float | None = None) -> dict[str, str | float]:
     """The JSON object published for one event (``event_type`` is what Home Assistant's event entity reads)."""
-    d: dict[str, Any] = {"event_type": ev.label, "label": ev.label, "score": round(float(ev.score), 6),
+    d: dict[str, str | float] = {"event_type": ev.label, "label": ev.label, "score": round(float(ev.score), 6),
                          "time": round(float(ev.time), 4)}
     for key in ("start", "end"):
         value = getattr(ev, key, None)
@@ -94,15 +104,28 @@ def event_payload(ev: Any, *, bundle_name: str, device_name: str, source: str | 
 
 
 # -- the publisher ----------------------------------------------------------------------------------
-def import_paho() -> Any:
+def import_paho() -> ModuleType:
     try:
         import paho.mqtt.client as mqtt
     except ImportError:
-        raise AuricleError(f"--mqtt needs the paho-mqtt package, which is not installed; {_INSTALL_HINT}") \
+        raise AuricleError(f"--mqtt needs the paho-mqtt package, which is not installed; {INSTALL_HINT}") \
             from None
     if not hasattr(mqtt, "CallbackAPIVersion"):
-        raise AuricleError(f"--mqtt needs paho-mqtt 2.0 or newer (found an older one); {_INSTALL_HINT}")
+        raise AuricleError(f"--mqtt needs paho-mqtt 2.0 or newer (found an older one); {INSTALL_HINT}")
     return mqtt
+
+
+class PublisherStats(TypedDict):
+    """The publisher's counts (listen's summary ``"mqtt"``)."""
+    broker: str
+    device: str
+    events: int
+    published: int
+    dropped: int
+    undelivered: int
+    queued_offline: int
+    reconnects: int
+    disconnects: int
 
 
 class MqttPublisher:
@@ -121,13 +144,13 @@ class MqttPublisher:
         self.bundle_name = bundle_name
         self.labels = tuple(labels)
         self._log_stream = log
-        self._client: Any = None
-        self._mqtt: Any = None
+        self._client: Client | None = None
+        self._mqtt: ModuleType | None = None
         self._connected = threading.Event()
         self._first_answer = threading.Event()
         self._refused: str | None = None
         self._closing = False
-        self._closed_stats: dict[str, Any] | None = None
+        self._closed_stats: PublisherStats | None = None
         self._ack_lock = threading.Lock()      # never held while calling into paho (paho holds its own
         self._acked: set[int] = set()          # lock while it calls on_publish)
         self._pending: list[int] = []          # message ids of events not yet acknowledged, oldest first
@@ -142,16 +165,20 @@ class MqttPublisher:
         self.connects = self.disconnects = 0
 
     # -- connection --------------------------------------------------------------------------------
-    def _log(self, message: str) -> None:
-        stream = self._log_stream or sys.stderr
-        print(f"mqtt: {message}", file=stream, flush=True)
+    def _log(self, message: str, level: int = logging.INFO) -> None:
+        """One ``mqtt: ...`` line: onto the ``log`` stream when one was given, else onto this module's logger."""
+        if self._log_stream is None:
+            _LOG.log(level, "mqtt: %s", message)
+            return
+        self._log_stream.write(f"mqtt: {message}\n")
+        self._log_stream.flush()
 
-    def _make_client(self) -> Any:
+    def _make_client(self) -> Client:
         mqtt = self._mqtt = import_paho()
         cfg = self.cfg
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"auricle-{cfg.device_id}-{os.getpid()}",
                              clean_session=True, protocol=mqtt.MQTTv311)
-        client.max_queued_messages_set(cfg.queue_limit + _CONTROL_HEADROOM)
+        client.max_queued_messages_set(cfg.queue_limit + CONTROL_HEADROOM)
         client.reconnect_delay_set(min_delay=cfg.reconnect_min, max_delay=cfg.reconnect_max)
         client.connect_timeout = cfg.connect_timeout
         client.will_set(cfg.availability_topic, OFFLINE, qos=1, retain=True)
@@ -205,7 +232,7 @@ class MqttPublisher:
             finally:
                 client.loop_stop()
 
-    def _announce(self, client: Any) -> None:
+    def _announce(self, client: Client) -> None:
         """Discovery config and "online", both retained (runs in paho's thread, on every connect)."""
         cfg = self.cfg
         config = discovery_config(cfg, bundle_name=self.bundle_name, labels=self.labels)
@@ -240,14 +267,15 @@ class MqttPublisher:
             self._release()
 
     # paho callbacks (paho's network thread) ---------------------------------------------------------
-    def _on_connect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+    def _on_connect(self, client: Client, userdata: object, flags: ConnectFlags, reason_code: ReasonCode,
+                    properties: Properties | None) -> None:
         if reason_code.is_failure:
             if self.connects == 0:
                 self._refused = (f"the MQTT broker at {self.cfg.address} refused the connection ({reason_code});"
                                  " check --mqtt-user, --mqtt-password/--mqtt-password-file and --mqtt-tls")
                 self._first_answer.set()
             else:
-                self._log(f"{self.cfg.address} refused the reconnection ({reason_code}); retrying")
+                self._log(f"{self.cfg.address} refused the reconnection ({reason_code}); retrying", logging.WARNING)
             return
         self.connects += 1
         self._connected.set()
@@ -260,7 +288,8 @@ class MqttPublisher:
             self._log(f"reconnected to {self.cfg.address} ({len(self._pending)} queued events being sent)")
         self._first_answer.set()
 
-    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
+    def _on_disconnect(self, client: Client, userdata: object, flags: DisconnectFlags, reason_code: ReasonCode,
+                       properties: Properties | None) -> None:
         was_connected = self._connected.is_set()
         self._connected.clear()
         if self.connects == 0 and not self._first_answer.is_set() and not self._closing:   # closed, no CONNACK
@@ -272,13 +301,14 @@ class MqttPublisher:
             self.disconnects += 1
             self._log(f"lost the connection to {self.cfg.address} ({reason_code}); reconnecting with backoff "
                       f"({self.cfg.reconnect_min:g} s doubling to {self.cfg.reconnect_max:g} s), holding up to "
-                      f"{self.cfg.queue_limit} events")
+                      f"{self.cfg.queue_limit} events", logging.WARNING)
 
-    def _on_publish(self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
+    def _on_publish(self, client: Client, userdata: object, mid: int, reason_code: ReasonCode,
+                    properties: Properties) -> None:
         with self._ack_lock:
             self._acked.add(mid)
 
-    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+    def _on_message(self, client: Client, userdata: object, message: MQTTMessage) -> None:
         if message.topic == self.cfg.status_topic and message.payload.strip().lower() == ONLINE.encode():
             self._announce(client)          # Home Assistant (re)started: it forgets non-retained state
 
@@ -326,7 +356,7 @@ class MqttPublisher:
         self._pending.append(info.mid)
         return True
 
-    def publish_event(self, ev: Any, *, source: str | None = None) -> bool:
+    def publish_event(self, ev: Event, *, source: str | None = None) -> bool:
         """Queue one event for delivery; ``False`` when the queue was full and it was dropped (counted)."""
         if self._client is None:
             raise AuricleError("MqttPublisher.publish_event called before connect() or after close()")
@@ -349,7 +379,7 @@ class MqttPublisher:
         if not accepted:
             if not self._dropping:
                 self._log(f"event queue full ({self.cfg.queue_limit} events waiting for {self.cfg.address}); "
-                          "dropping new events until the broker is back")
+                          "dropping new events until the broker is back", logging.WARNING)
             self._dropping = True
             return False
         self._dropping = False
@@ -374,19 +404,19 @@ class MqttPublisher:
         while self.pending and time.monotonic() < deadline:
             time.sleep(0.02)
 
-    def stats(self) -> dict[str, Any]:
+    def stats(self) -> PublisherStats:
         if self._closed_stats is not None:
-            return dict(self._closed_stats)
+            return self._closed_stats.copy()
         self._settle()
         return {"broker": self.cfg.address, "device": self.cfg.device_id, "events": self.events,
                 "published": self.published, "dropped": self.dropped, "undelivered": self.pending,
                 "queued_offline": self.queued_offline, "reconnects": max(0, self.connects - 1),
                 "disconnects": self.disconnects}
 
-    def close(self) -> dict[str, Any]:
+    def close(self) -> PublisherStats:
         """Flush (up to ``flush_seconds``), publish "offline", disconnect; returns the final counts."""
         if self._closed_stats is not None:
-            return dict(self._closed_stats)
+            return self._closed_stats.copy()
         client = self._client
         if client is None:
             return self.stats()
@@ -406,12 +436,13 @@ class MqttPublisher:
         self._stop_client()
         self._closed_stats = stats
         self._log(format_summary(stats))
-        return dict(stats)
+        return stats.copy()
 
     def __enter__(self) -> "MqttPublisher":
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         self.close()
 
 
@@ -429,13 +460,13 @@ def _connect_error(cfg: MqttConfig, exc: BaseException) -> str:
             "the broker is running")
 
 
-def format_summary(d: dict[str, Any]) -> str:
+def format_summary(d: PublisherStats) -> str:
     return (f"{d['published']} of {d['events']} events delivered to {d['broker']}, {d['dropped']} dropped "
             f"(queue full), {d['undelivered']} undelivered at exit, {d['queued_offline']} held while offline; "
             f"{d['reconnects']} reconnects")
 
 
-def open_publisher(cfg: MqttConfig, bundle: Any, *, log: TextIO | None = None) -> MqttPublisher:
+def open_publisher(cfg: MqttConfig, bundle: Bundle, *, log: TextIO | None = None) -> MqttPublisher:
     """Connect a publisher for a loaded bundle (its non-background labels become the event types)."""
     labels = [lab for lab in bundle.labels if lab not in bundle.background_labels]
     return MqttPublisher(cfg, bundle_name=bundle.name, labels=labels, log=log).connect()

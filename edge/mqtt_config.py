@@ -27,8 +27,8 @@ DISCOVERY_WAIT = 2.0           # events are held this long after discovery is (r
                                # ~0.15 s to create the entity and subscribe to its topic (more on a busy Pi)
 KEEPALIVE = 30
 ONLINE, OFFLINE = "online", "offline"
-_CONTROL_HEADROOM = 16         # paho's own queue bound = event queue + room for discovery/availability
-_INSTALL_HINT = "install it: `pip install 'paho-mqtt>=2'` (or `pip install -e '.[mqtt]'`)"
+CONTROL_HEADROOM = 16          # paho's own queue bound = event queue + room for discovery/availability
+INSTALL_HINT = "install it: `pip install 'paho-mqtt>=2'` (or `pip install -e '.[mqtt]'`)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +80,7 @@ class MqttConfig:
 # -- options ----------------------------------------------------------------------------------------
 def add_mqtt_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``--mqtt*`` and ``--device-name`` options (validated later by :func:`mqtt_config_from_args`)."""
-    from edge.listen import _positive
+    from edge.cliutil import positive as _positive
 
     g = parser.add_argument_group("MQTT / Home Assistant (needs paho-mqtt: pip install -e '.[mqtt]')")
     g.add_argument("--mqtt", metavar="HOST[:PORT]", help=f"publish events to this MQTT broker (port default "

@@ -18,14 +18,42 @@ import dataclasses
 import math
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Protocol, Sequence, TypedDict
 
 from edge.errors import AuricleError
 
-__all__ = ["TruthWord", "Score", "read_truth", "score_events", "format_report", "EARLY", "LATE"]
+__all__ = ["TimedEvent", "TruthWord", "Score", "ScoreRecord", "read_truth", "score_events", "format_report", "EARLY",
+           "LATE"]
 
 EARLY = 0.25   # an event may come this long before the word starts
 LATE = 1.0     # ... and this long after it ends
+
+
+class TimedEvent(Protocol):
+    """What scoring needs of an event (:class:`edge.gate.Event` has it)."""
+
+    @property
+    def time(self) -> float: ...
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def score(self) -> float: ...
+
+
+class ScoreRecord(TypedDict):
+    """:meth:`Score.to_dict`: the JSON ``score`` record (seconds and per-minute rates rounded to 3 places)."""
+    type: str
+    truth_words: int
+    hits: int
+    misses: int
+    false_alarms: int
+    false_alarms_per_minute: float
+    timing_error_mean_abs: float | None
+    timing_error_max_abs: float | None
+    timing_error_mean: float | None
+    duration_seconds: float
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,9 +65,9 @@ class TruthWord:
 
 @dataclasses.dataclass(frozen=True)
 class Score:
-    hits: list[tuple[Any, TruthWord]]
+    hits: list[tuple[TimedEvent, TruthWord]]
     misses: list[TruthWord]
-    false_alarms: list[Any]
+    false_alarms: list[TimedEvent]
     duration: float
 
     @property
@@ -54,7 +82,7 @@ class Score:
     def timing_errors(self) -> list[float]:
         return [ev.time - word.end for ev, word in self.hits]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> ScoreRecord:
         errs = self.timing_errors
         return {
             "type": "score", "truth_words": self.n_truth, "hits": len(self.hits), "misses": len(self.misses),
@@ -95,14 +123,15 @@ def read_truth(path: str | os.PathLike[str]) -> list[TruthWord]:
     return sorted(words, key=lambda w: (w.start, w.end))
 
 
-def score_events(events: Sequence[Any], truth: Sequence[TruthWord], *, duration: float,
+def score_events(events: Sequence[TimedEvent], truth: Sequence[TruthWord], *, duration: float,
                  early: float = EARLY, late: float = LATE, ignore: Sequence[str] = ()) -> Score:
-    """Match events (objects with ``time`` and ``label``) to truth words; see the module doc for the rule."""
+    """Match events (:class:`TimedEvent`: ``time``, ``label``, ``score``) to truth words; see the module doc for
+    the rule."""
     skip = set(ignore)
     words = [w for w in truth if w.label not in skip]
     used = [False] * len(words)
-    hits: list[tuple[Any, TruthWord]] = []
-    false_alarms: list[Any] = []
+    hits: list[tuple[TimedEvent, TruthWord]] = []
+    false_alarms: list[TimedEvent] = []
     for ev in sorted(events, key=lambda e: e.time):
         match = None
         for i, w in enumerate(words):

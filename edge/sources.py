@@ -19,7 +19,8 @@ import threading
 import time
 import wave
 from pathlib import Path
-from typing import Any, Iterator
+from types import ModuleType, TracebackType
+from typing import TYPE_CHECKING, Iterator, Union
 
 import numpy as np
 
@@ -27,6 +28,12 @@ from edge.cstreams import captured_c_stderr
 from edge.errors import AudioError, AuricleError
 from edge.pcm import to_mono_float32
 from edge.wavio import WaveReader
+
+if TYPE_CHECKING:
+    import soundfile
+
+    #: what a FileSource decodes with: soundfile where installed, else the stdlib ``wave`` reader
+    AudioReader = Union[soundfile.SoundFile, WaveReader]
 
 __all__ = ["Chunk", "Source", "ArraySource", "FileSource", "read_audio", "check_source_rate"]
 
@@ -81,7 +88,8 @@ class Source:
     def __enter__(self) -> "Source":
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
         self.close()
 
     def describe(self) -> str:
@@ -133,7 +141,7 @@ class ArraySource(Source):
             yield Chunk(start, block)
 
 
-def _import_soundfile() -> Any | None:
+def _import_soundfile() -> ModuleType | None:
     try:
         import soundfile
     except (ImportError, OSError):  # not installed, or libsndfile missing
@@ -162,7 +170,7 @@ class FileSource(Source):
         self.channels = int(self._reader.channels)
         self.frames = int(self._reader.frames)
 
-    def _open(self) -> Any:
+    def _open(self) -> AudioReader:
         p = self.path
         if not p.exists():
             raise AudioError(f"cannot read audio file {p}: no such file; check the path")

@@ -6,6 +6,10 @@ speaker or source recording; for long negative recordings it is the file's path 
 from __future__ import annotations
 
 import hashlib
+import json
+from pathlib import Path
+
+from edge.errors import AuricleError
 
 SPLITS = ("train", "val", "test")
 SPLIT_BOUNDS = (80, 90)
@@ -26,6 +30,50 @@ DEALT_RULE = ("groups dealt (the sha1 rule left a split empty): the two smallest
 BY_CLIP_RULE = ("split by clip (fewer than 3 groups): clips dealt as groups of one, so groups (speakers) cross "
                 "splits")
 SPLIT_TARGETS = {"train": 0.8, "val": 0.1, "test": 0.1}
+#: a corpus source's role (``tools.negative_corpora``) -> the split all its files serve: whole sources, never parts
+ROLE_SPLIT = {"train": "train", "tune": "val", "test": "test"}
+
+
+def source_roles(root: Path) -> dict[Path, str]:
+    """Corpus sources at or directly below ``root`` (folders whose ``manifest.json`` names a ``role``, as
+    ``tools.negative_corpora`` writes them) -> their role. Empty for a plain folder of recordings."""
+    roles: dict[Path, str] = {}
+    if not root.is_dir():
+        return roles
+    for folder in [root, *sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))]:
+        manifest = folder / "manifest.json"
+        if not manifest.is_file():
+            continue
+        try:
+            role = json.loads(manifest.read_text()).get("role")
+        except (OSError, ValueError, AttributeError):
+            raise AuricleError(f"{manifest} is not a readable corpus manifest; rebuild the source with "
+                               "python -m tools.negative_corpora") from None
+        if role not in ROLE_SPLIT:
+            raise AuricleError(f"{manifest} names role {role!r}; a source's role is train, tune or test")
+        roles[folder] = role
+    _check_complete(root, roles)
+    return roles
+
+
+def _check_complete(root: Path, roles: dict[Path, str]) -> None:
+    """In a corpus every sub-folder is a source with a manifest: one without (a build still running or cut
+    short) has no role, and the sha1 rule would put most of a test source into train."""
+    if not roles or root in roles:
+        return
+    loose = [d.name for d in sorted(root.iterdir()) if d.is_dir() and not d.name.startswith(".") and d not in roles]
+    if loose:
+        raise AuricleError(f"{root / loose[0]} has no manifest.json, so its role is unknown (a corpus build still "
+                           "running or cut short?); finish it with python -m tools.negative_corpora, or move it out")
+
+
+def file_split(path: Path, root: Path, roles: dict[Path, str]) -> str:
+    """The split of a negative recording found under ``root``: its corpus source's role if it has one, else the
+    sha1 rule on its path relative to ``root``."""
+    for source, role in roles.items():
+        if source == path.parent or source in path.parents:
+            return ROLE_SPLIT[role]
+    return split_of(path.relative_to(root).as_posix())
 
 
 def _hash(group: str) -> str:

@@ -7,12 +7,12 @@ A recording must never end a listening run: once its folder fills up, vanishes o
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
-import sys
 import time
 import wave
 from pathlib import Path
-from typing import Any, Callable
+from typing import BinaryIO, Callable
 
 import numpy as np
 
@@ -20,6 +20,8 @@ from edge.errors import AudioError
 from edge.pcm import pcm_bytes_to_float32
 
 __all__ = ["WaveReader", "WavRecorder"]
+
+_LOG = logging.getLogger(__name__)
 
 
 class WaveReader:
@@ -53,7 +55,8 @@ class WavRecorder:
 
     A folder that cannot be written at the start raises :class:`AudioError`. Later, a failed write (full
     disk, an unplugged drive) or a file that was deleted (checked every ``check_seconds`` of audio) stops
-    the recording: ``log`` gets one line, :attr:`error` says why, and further writes are ignored.
+    the recording: ``log`` gets one line (default: this module's logger, at WARNING), :attr:`error` says why,
+    and further writes are ignored.
     """
 
     def __init__(self, folder: str | os.PathLike[str], *, sample_rate: int, tag: str = "capture",
@@ -70,7 +73,7 @@ class WavRecorder:
         except OSError as exc:
             raise AudioError(f"cannot write recordings to --record {folder} ({exc}); pick a writable folder") \
                 from None
-        self._log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+        self._log = log or _LOG.warning
         self._check_every = max(1, int(check_seconds * sample_rate))
         self._unchecked = 0
         self.samples = 0
@@ -138,7 +141,7 @@ class WavRecorder:
         self._close_quietly()
 
 
-def _create_new(folder: Path, stem: str) -> tuple[Path, Any]:
+def _create_new(folder: Path, stem: str) -> tuple[Path, BinaryIO]:
     """A new file ``stem.wav`` (``stem-2.wav``, ... if taken) opened for writing, never over an existing one."""
     n = 1
     while True:

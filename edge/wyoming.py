@@ -1,4 +1,4 @@
-"""``python -m edge.wyoming --uri tcp://HOST:PORT [--model BUNDLE ...]``: a Wyoming wake-word server.
+"""``python -m edge.wyoming --uri tcp://HOST:PORT [--bundle BUNDLE ...]``: a Wyoming wake-word server.
 
 Home Assistant's voice pipeline (and any Wyoming client) connects, asks ``describe`` and streams audio; the
 server runs the same :class:`edge.StreamingDetector` as ``edge.listen`` and answers with Wyoming events:
@@ -35,11 +35,19 @@ import dataclasses
 import os
 import signal
 import sys
-from typing import Any, Mapping, Sequence, TextIO
+from typing import TYPE_CHECKING, Any, Mapping, Sequence, TextIO
 
+from edge.cliutil import HelpFormatter, add_bundle_argument, own_stderr, positive
 from edge.errors import AuricleError, run_cli
+from edge.settings import DetectorSettings, RuntimeOptions
 from edge.wyoming_wire import (EXPOSURE, LOG_LIMIT, AudioStream, ServerLimits, WireError, audio_format_error, clean,
                                reach, read_event)
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from edge.bundle import Bundle
+    from edge.detector import StreamingDetector
 
 # One BLAS thread (see edge.listen): only effective before numpy is first imported; a user setting wins.
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -78,7 +86,7 @@ class WakeWord:
     bundle: int        # index into the service's bundles
 
 
-def wake_words(bundles: Sequence[Any]) -> list[WakeWord]:
+def wake_words(bundles: Sequence[Bundle]) -> list[WakeWord]:
     """Reportable labels of every bundle; a label served by more than one bundle is named BUNDLE/LABEL."""
     reportable = [[lab for lab in b.labels if lab not in b.background_labels] for b in bundles]
     count: dict[str, int] = {}
@@ -97,7 +105,7 @@ def _version() -> str:
         return "unknown"
 
 
-def build_info(bundles: Sequence[Any], words: Sequence[WakeWord]) -> Any:
+def build_info(bundles: Sequence[Bundle], words: Sequence[WakeWord]) -> Any:
     """The ``info`` answer to ``describe``: one wake program per bundle, one model per wake word."""
     version = _version()
     attribution = Attribution(name="auricle", url="")
@@ -113,20 +121,22 @@ def build_info(bundles: Sequence[Any], words: Sequence[WakeWord]) -> Any:
 
 
 class WakeService:
-    """What all connections share: the loaded bundles, the detector settings, the limits, a pool of idle
-    detectors (so memory is bounded by the clients streaming at once, not by connections made), and totals."""
+    """What all connections share: the bundles, their detector settings (one each) and runtime options, the
+    limits, a pool of idle detectors (memory bounded by the clients streaming at once), and totals."""
 
-    def __init__(self, bundles: Sequence[Any], detector_kwargs: Mapping[str, Any] | None = None, *,
-                 log: TextIO | None = None, limits: ServerLimits | None = None) -> None:
+    def __init__(self, bundles: Sequence[Bundle], settings: Sequence[DetectorSettings] | None = None,
+                 runtime: RuntimeOptions | None = None, *, log: TextIO | None = None,
+                 limits: ServerLimits | None = None) -> None:
         self.bundles = tuple(bundles)
-        self.detector_kwargs = dict(detector_kwargs or {})
+        self.settings = tuple(settings or (DetectorSettings.from_bundle(b) for b in self.bundles))
+        self.runtime = runtime or RuntimeOptions()
         self.limits = limits or ServerLimits()
         self.words = wake_words(self.bundles)
         self.info = build_info(self.bundles, self.words)
         self.min_rate = max(b.feature_config.sample_rate for b in self.bundles)
         self.description = ""          # the detector settings in effect, for the log
         self._log_stream = log
-        self._idle: list[list[Any]] = []   # detector sets of connections that have gone, for reuse
+        self._idle: list[list[StreamingDetector]] = []   # detector sets of connections that have gone, for reuse
         self.active = 0                    # connections being served now
         self.connections = self.refused = self.streams = self.detections = 0
         self.audio_seconds = 0.0
@@ -134,13 +144,14 @@ class WakeService:
     def log(self, message: str) -> None:
         print(f"wyoming: {clean(message, LOG_LIMIT)}", file=self._log_stream or sys.stderr, flush=True)
 
-    def make_detectors(self, sample_rate: int) -> list[Any]:
+    def make_detectors(self, sample_rate: int) -> list[StreamingDetector]:
         """One fresh detector per bundle (own interpreter and stream state)."""
-        from edge import StreamingDetector
+        from edge.detector import StreamingDetector
 
-        return [StreamingDetector(b, sample_rate=sample_rate, **self.detector_kwargs) for b in self.bundles]
+        return [StreamingDetector(b, settings, self.runtime, sample_rate=sample_rate)
+                for b, settings in zip(self.bundles, self.settings, strict=True)]
 
-    def take_detectors(self, sample_rate: int) -> list[Any]:
+    def take_detectors(self, sample_rate: int) -> list[StreamingDetector]:
         """A detector set for a new stream: an idle one reset to ``sample_rate``, else a fresh one."""
         try:
             detectors = self._idle.pop()           # atomic: two connections never get the same set
@@ -150,7 +161,7 @@ class WakeService:
             det.reset(sample_rate=sample_rate)
         return detectors
 
-    def return_detectors(self, detectors: list[Any] | None) -> None:
+    def return_detectors(self, detectors: list[StreamingDetector] | None) -> None:
         if detectors and len(self._idle) < self.limits.max_clients:
             self._idle.append(detectors)
 
@@ -182,7 +193,7 @@ class DetectionHandler(_HandlerBase):
     def __init__(self, reader: Any, writer: Any, *, service: WakeService) -> None:
         super().__init__(reader, writer)
         self.service = service
-        self.detectors: list[Any] | None = None
+        self.detectors: list[StreamingDetector] | None = None
         self.names: set[str] | None = None
         self.stream: AudioStream | None = None
         peer = writer.get_extra_info("peername")
@@ -325,7 +336,7 @@ class DetectionHandler(_HandlerBase):
         if audio:
             await self._run(s, s.take(audio))
 
-    async def _run(self, s: AudioStream, samples: Any) -> None:
+    async def _run(self, s: AudioStream, samples: np.ndarray | None) -> None:
         if samples is None or (not s.prepared and not await self._prepare(s)):
             return
         found = await asyncio.to_thread(self._push, samples)
@@ -335,7 +346,7 @@ class DetectionHandler(_HandlerBase):
                 self.service.detections += 1
                 await self.write_event(Detection(name=name, timestamp=s.base_ms + int(round(t * 1000))).event())
 
-    def _push(self, samples: Any) -> list[tuple[str, float]]:
+    def _push(self, samples: np.ndarray) -> list[tuple[str, float]]:
         """All bundles' events for one block of samples, in time order, as (wake word name, seconds)."""
         found = []
         for i, det in enumerate(self.detectors or ()):
@@ -420,36 +431,25 @@ async def serve(uri: str, service: WakeService, *, ready: Any = None) -> None:
         await server.stop()
 
 
-def _own_stderr() -> TextIO:
-    """The server's log on a copy of fd 2: a model loading for one client holds fd 2 back (the TFLite
-    runtime's chatter) while other clients' lines are still being logged."""
-    try:
-        return os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1, encoding=sys.stderr.encoding,
-                         errors=sys.stderr.errors or "backslashreplace")
-    except (OSError, ValueError, AttributeError):
-        return sys.stderr
-
-
 def build_parser() -> argparse.ArgumentParser:
-    from edge.listen import _positive, add_detector_arguments
-
-    p = argparse.ArgumentParser(prog="python -m edge.wyoming", conflict_handler="resolve",
+    p = argparse.ArgumentParser(prog="python -m edge.wyoming", formatter_class=HelpFormatter,
                                 description="Wyoming wake-word server: Home Assistant's voice pipeline (or any "
                                             "Wyoming client) streams audio, auricle answers with detections. "
                                             + EXPOSURE)
-    add_detector_arguments(p)
-    p.add_argument("--bundle", "--model", dest="bundles", action="extend", nargs="+", metavar="BUNDLE",
-                   help="model bundle folder(s) to serve (default: the shipped bundle, or $AURICLE_BUNDLE); "
-                        "repeatable")
+    add_bundle_argument(p, dest="bundles", several=True,
+                        help="model bundle folder(s) to serve (default: the shipped bundle, or $AURICLE_BUNDLE); "
+                             "repeatable")
+    DetectorSettings.add_arguments(p)
+    RuntimeOptions.add_arguments(p)
     p.add_argument("--uri", default=DEFAULT_URI, help=f"where to listen: tcp://HOST:PORT, unix://PATH or stdio:// "
                    f"(default {DEFAULT_URI}: every interface, no authentication; see above)")
     d = ServerLimits()
-    p.add_argument("--max-clients", type=_positive(int, "--max-clients"), default=d.max_clients, metavar="N",
+    p.add_argument("--max-clients", type=positive(int, "--max-clients"), default=d.max_clients, metavar="N",
                    help=f"connections served at once; more are refused with an error event (default "
                         f"{d.max_clients})")
-    p.add_argument("--idle-timeout", type=_positive(float, "--idle-timeout"), default=d.idle_seconds, metavar="SECONDS",
+    p.add_argument("--idle-timeout", type=positive(float, "--idle-timeout"), default=d.idle_seconds, metavar="SECONDS",
                    help=f"close a connection that sends no event for this long (default {d.idle_seconds:g})")
-    p.add_argument("--event-timeout", type=_positive(float, "--event-timeout"), default=d.event_seconds,
+    p.add_argument("--event-timeout", type=positive(float, "--event-timeout"), default=d.event_seconds,
                    metavar="SECONDS",
                    help=f"close a connection whose event is not complete this long after its first byte "
                         f"(default {d.event_seconds:g})")
@@ -475,10 +475,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = [b.name for b in bundles]
     if len(set(names)) != len(names):
         raise AuricleError(f"bundle {next(n for n in names if names.count(n) > 1)} is given twice; list each "
-                           "--model once")
-    kwargs = {"hop": args.hop, "threshold": args.threshold, "smooth": args.smooth, "min_gap": args.min_gap,
-              "num_threads": args.threads, "coral": args.coral}
-    service = WakeService(bundles, kwargs, log=_own_stderr(), limits=limits)
+                           "--bundle once")
+    settings = [DetectorSettings.from_args(args, b) for b in bundles]
+    service = WakeService(bundles, settings, RuntimeOptions.from_args(args), log=own_stderr(), limits=limits)
     if not service.words:
         raise AuricleError("the bundle(s) have no reportable labels (all are background); nothing to serve")
     probe = service.make_detectors(service.min_rate)     # fail now, not per client, on bad settings or models

@@ -14,7 +14,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Awaitable, Callable, TypeGuard, TypeVar
+
+if TYPE_CHECKING:
+    import numpy as np
+
+T = TypeVar("T")
+E = TypeVar("E")     # the caller's event class (wyoming.event.Event)
 
 __all__ = ["AudioStream", "EXPOSURE", "reach", "ServerLimits", "WireError", "clean", "read_event", "STANDARD_RATES"]
 
@@ -61,7 +67,7 @@ class WireError(Exception):
         self.code = code
 
 
-def clean(text: Any, limit: int = TEXT_LIMIT) -> str:
+def clean(text: object, limit: int = TEXT_LIMIT) -> str:
     """``text`` with control and other non-printable characters escaped, cut to about ``limit`` characters."""
     s = str(text)
     if not s.isprintable():
@@ -71,9 +77,13 @@ def clean(text: Any, limit: int = TEXT_LIMIT) -> str:
     return s
 
 
-def audio_format_error(rate: Any, width: Any, channels: Any, min_rate: int) -> str | None:
+def _whole(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def audio_format_error(rate: object, width: object, channels: object, min_rate: int) -> str | None:
     """Why an audio format cannot be used (any client value, checked before it sizes anything), or ``None``."""
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (rate, width, channels)):
+    if not (_whole(rate) and _whole(width) and _whole(channels)):
         return (f"audio format rate={clean(rate, 20)} width={clean(width, 20)} channels={clean(channels, 20)} "
                 "must be whole numbers")
     if width not in range(1, MAX_WIDTH + 1):
@@ -112,7 +122,7 @@ class _Clock:
         self.loop = asyncio.get_running_loop()
         self.deadline = self.loop.time() + seconds
 
-    async def __call__(self, read: Any) -> Any:
+    async def __call__(self, read: Awaitable[T]) -> T:
         if _TIMEOUT_AT is None:
             return await asyncio.wait_for(read, max(0.0, self.deadline - self.loop.time()))
         async with _TIMEOUT_AT(self.deadline):
@@ -156,8 +166,8 @@ async def _data(reader: asyncio.StreamReader, header: dict, limits: ServerLimits
     return data
 
 
-async def read_event(reader: asyncio.StreamReader, limits: ServerLimits, make_event: Callable[..., Any],
-                     payload_limit: Callable[[str, dict], tuple[int, str]]) -> Any:
+async def read_event(reader: asyncio.StreamReader, limits: ServerLimits, make_event: Callable[..., E],
+                     payload_limit: Callable[[str, dict], tuple[int, str]]) -> E | None:
     """The next event (built by ``make_event(type=, data=, payload=)``), or ``None`` at the end of the stream.
 
     ``payload_limit(type, data)`` -> (largest payload accepted, why that limit) is asked after the data is
@@ -204,7 +214,7 @@ class AudioStream:
     def frame(self) -> int:
         return self.width * self.channels
 
-    def take(self, audio: bytes, *, flush: bool = False) -> Any:
+    def take(self, audio: bytes, *, flush: bool = False) -> np.ndarray | None:
         """Add ``audio``; the whole frames held, decoded, once they make ``MIN_PUSH`` s (any at ``flush``)."""
         from edge.pcm import pcm_bytes_to_float32
 

@@ -9,6 +9,8 @@ and placed after a gap of 1.5-2.5 s, over a continuous bed of white noise at -50
     python samples/make_esc10_stream.py --data ../shared/data/esc10 --out samples
     # a validation stream (fold 4) to tune the detector on, never the test one:
     python samples/make_esc10_stream.py --fold 4 --seed 4 --name esc10_val_stream --out results/streams
+    # every fold-4 clip (8 a class), for per-class thresholds:
+    python samples/make_esc10_stream.py --fold 4 --seed 4 --per-class 8 --name esc10_val_all --out results/streams
 
 Needs numpy, soundfile and soxr (the training extras); it imports nothing from this repository.
 """
@@ -21,6 +23,7 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -42,8 +45,26 @@ def _write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def _picks(rows: list[dict], rng: np.random.Generator, per_class: int) -> Iterator[dict]:
+    """The clips in stream order: one per class, drawn as the caller goes (the shipped streams' draw: the
+    generator and the caller's gap draws interleave), or up to ``per_class`` of each class without repeats,
+    shuffled together."""
+    labels = sorted({r["label"] for r in rows})
+    order = rng.permutation(len(labels))
+    if per_class == 1:
+        for k in order:
+            choices = [r for r in rows if r["label"] == labels[k]]
+            yield choices[int(rng.integers(len(choices)))]
+        return
+    out = []
+    for k in order:
+        choices = [r for r in rows if r["label"] == labels[k]]
+        out += [choices[i] for i in rng.choice(len(choices), size=min(per_class, len(choices)), replace=False)]
+    yield from (out[i] for i in rng.permutation(len(out)))
+
+
 def build(data: Path, out: Path, *, seed: int, max_seconds: float, fold: str = "5",
-          name: str = "esc10_stream") -> tuple[Path, Path]:
+          name: str = "esc10_stream", per_class: int = 1) -> tuple[Path, Path]:
     import soundfile as sf
     import soxr
 
@@ -51,12 +72,8 @@ def build(data: Path, out: Path, *, seed: int, max_seconds: float, fold: str = "
     if not rows:
         sys.exit(f"error: no fold-{fold} rows in {data / 'meta.csv'}; pass the ESC-10 folder with --data")
     rng = np.random.default_rng(seed)
-    labels = sorted({r["label"] for r in rows})
-    order = rng.permutation(len(labels))
     parts, truth, t = [], [], 0.0
-    for k in order:
-        choices = [r for r in rows if r["label"] == labels[k]]
-        row = choices[int(rng.integers(len(choices)))]
+    for row in _picks(rows, rng, per_class):
         x, rate = sf.read(str(data / row["path"]), dtype="float32", always_2d=True)
         x = soxr.resample(x.mean(axis=1), rate, SR).astype(np.float32)
         a, b = _active(x)
@@ -90,9 +107,14 @@ def main() -> int:
     p.add_argument("--max-seconds", type=float, default=3.0, help="longest part of one clip kept")
     p.add_argument("--fold", default="5", help="ESC fold to draw from (5: test; 4: validation, for tuning)")
     p.add_argument("--name", default="esc10_stream", help="output file name without extension")
+    p.add_argument("--per-class", type=int, default=1,
+                   help="clips of each class (no repeats; e.g. 8 for all of fold 4, to tune per-class thresholds)")
     a = p.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
-    wav, table = build(a.data, a.out, seed=a.seed, max_seconds=a.max_seconds, fold=a.fold, name=a.name)
+    if a.per_class < 1:
+        sys.exit(f"error: --per-class {a.per_class} must be >= 1")
+    wav, table = build(a.data, a.out, seed=a.seed, max_seconds=a.max_seconds, fold=a.fold, name=a.name,
+                       per_class=a.per_class)
     print(f"wrote {wav} and {table}")
     return 0
 

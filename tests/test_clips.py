@@ -19,8 +19,10 @@ import soundfile as sf
 import tiny_bundle  # noqa: E402
 
 from edge.classifier import clip_scores, clip_windows, window_starts  # noqa: E402
+from edge.errors import AuricleError  # noqa: E402
 from edge.features import edge_config, log_mel  # noqa: E402
 from edge.gate import END, EventGate  # noqa: E402
+from edge.settings import DetectorSettings  # noqa: E402
 from training import data as D  # noqa: E402
 from training.featureset import FeatureSet, clip_level_scores, frames_of, padded_log_mel, random_offsets  # noqa: E402
 
@@ -64,7 +66,7 @@ def test_auto_clip_length_is_the_90th_percentile_capped_and_explained():
     assert seconds == D.AUTO_CLIP_MAX_SECONDS and "capped" in why
     seconds, why = D.auto_clip_seconds([0.1, 0.2])
     assert seconds == D.AUTO_CLIP_MIN_SECONDS and "minimum" in why
-    with pytest.raises(D.AuricleError, match="--clip-seconds SECONDS"):
+    with pytest.raises(AuricleError, match="--clip-seconds SECONDS"):
         D.auto_clip_seconds([])
 
 
@@ -290,7 +292,8 @@ def _sustained(gate: EventGate, seconds_on: tuple[float, float], total: float = 
 
 
 def test_sustained_sound_gets_start_and_end_and_a_word_still_one_event():
-    gate = EventGate(["noise", "siren"], {"noise"}, threshold=0.5, smooth=1, min_gap=1.0, window_seconds=1.0)
+    gate = EventGate(["noise", "siren"], {"noise"}, DetectorSettings(threshold=0.5, smooth=1, min_gap=1.0),
+                     window_seconds=1.0)
     onsets, ends = _sustained(gate, (3.0, 6.0))
     assert len(onsets) == 1 and len(ends) == 1
     ev, end = onsets[0], ends[0]
@@ -305,7 +308,8 @@ def test_sustained_sound_gets_start_and_end_and_a_word_still_one_event():
     onsets, ends = _sustained(gate, (7.0, 99.0))
     assert len(onsets) == 1 and len(ends) == 1 and ends[0].end == pytest.approx(8.9)
     # the same word through step(): one event, as without end tracking (edge.evaluate counts these)
-    gate = EventGate(["noise", "siren"], {"noise"}, threshold=0.5, smooth=3, min_gap=1.0, window_seconds=1.0)
+    gate = EventGate(["noise", "siren"], {"noise"}, DetectorSettings(threshold=0.5, smooth=3, min_gap=1.0),
+                     window_seconds=1.0)
     assert len(_sustained(gate, (3.0, 3.4))[0]) == 1
 
 

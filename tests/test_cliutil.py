@@ -44,3 +44,31 @@ def test_verbosity_sets_package_loggers(capsys):
 
 def test_install_hint_from_a_checkout_names_the_extra():
     assert "'.[mqtt]'" in install_hint("mqtt")
+
+
+def test_bundle_argument_old_spelling_still_works_and_extends_a_list(capsys):
+    from edge.cliutil import add_bundle_argument
+
+    one = argparse.ArgumentParser(prog="one")
+    add_bundle_argument(one)
+    assert one.parse_args(["--model", "b1"]).bundle == "b1"
+    assert "--model is deprecated; use --bundle" in capsys.readouterr().err
+    several = argparse.ArgumentParser(prog="several")
+    add_bundle_argument(several, dest="bundles", several=True)
+    assert several.parse_args(["--bundle", "a", "--model", "b", "c"]).bundles == ["a", "b", "c"]
+    assert several.parse_args([]).bundles is None
+
+
+def test_number_types_name_the_flag():
+    from edge.cliutil import positive, probability
+
+    assert positive(float, "--hop")("0.5") == 0.5 and positive(int, "--n", allow_zero=True)("0") == 0
+    for parse, text, why in ((positive(float, "--hop"), "0", "--hop '0' must be > 0"),
+                             (positive(float, "--hop"), "nan", "must be finite"),
+                             (probability("--threshold"), "1.5", "--threshold '1.5' must be between 0 and 1")):
+        try:
+            parse(text)
+        except argparse.ArgumentTypeError as exc:
+            assert why in str(exc)
+        else:
+            raise AssertionError(f"{text!r} was accepted")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 import os
 import re
 import shutil
@@ -21,8 +22,9 @@ import pytest
 from edge.errors import AudioError, AuricleError
 from edge.features import edge_config, fit_to_clip
 from training import data as D
+from training.data import decode as decoding
 from training import run_folder as R
-from edge.splits import DEALT_RULE
+from edge.splits import DEALT_RULE, SPLITS, split_of
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "tests" / "data" / "speech_commands"
@@ -204,7 +206,7 @@ def test_split_rule_matches_definition():
     for g in names:
         bucket = int(hashlib.sha1(g.encode()).hexdigest(), 16) % 100
         expected = "train" if bucket < 80 else "val" if bucket < 90 else "test"
-        assert D.split_of(g) == expected == D.split_of(g)
+        assert split_of(g) == expected == split_of(g)
         counts[expected] += 1
     assert abs(counts["train"] / 4000 - 0.8) < 0.03 and abs(counts["test"] / 4000 - 0.1) < 0.02
 
@@ -228,7 +230,7 @@ def test_split_speaker_disjoint_on_repo_clips():
     _assert_speaker_disjoint(clips)
     # the repo clips were picked from test-split speakers only (tests/data/README.md): the sha1 rule alone would
     # leave train and validation empty, so the groups are dealt, each still in one split
-    assert {D.split_of(c.group) for c in clips} == {"test"}
+    assert {split_of(c.group) for c in clips} == {"test"}
     assert {c.split for c in clips} == {"train", "val", "test"}
     assert D.scan(DATA).split_rule == DEALT_RULE
 
@@ -365,7 +367,29 @@ def mixed_dataset(tmp_path, made) -> Path:
     return root
 
 
-def test_load_dataset_decodes_all_formats_and_lists_skips(mixed_dataset, tmp_path, capsys):
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture()
+def data_log():
+    """The records the data package logs, caught on its own logger (a command's setup_logging earlier in this
+    process may have stopped them reaching the root logger)."""
+    logger, caught = logging.getLogger("training.data"), _Records()
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(caught)
+    yield caught
+    logger.removeHandler(caught)
+    logger.setLevel(level)
+
+
+def test_load_dataset_decodes_all_formats_and_lists_skips(mixed_dataset, tmp_path, data_log):
     cfg = edge_config()
     ds = D.load_dataset(mixed_dataset, cfg, cache_dir=tmp_path / "cache", progress=True)
     assert ds.labels == ["no", "odd", "yes"]
@@ -375,9 +399,9 @@ def test_load_dataset_decodes_all_formats_and_lists_skips(mixed_dataset, tmp_pat
     assert {p.name: r for p, r in ds.skipped}.keys() == set(BROKEN)
     for path, reason in ds.skipped:
         assert re.search(BROKEN[path.name], reason), reason
-    err = capsys.readouterr().err
+    noted = [r.getMessage() for r in data_log.records if r.levelno == logging.WARNING]
     for name in BROKEN:
-        assert len([ln for ln in err.splitlines() if name in ln and "skipped" in ln]) == 1
+        assert len([ln for ln in noted if name in ln and "skipped" in ln]) == 1
     # rows follow clips
     i = [c.path.name for c in ds.clips].index("stereo48k.wav")
     assert (ds.sample_rates[i], ds.channels[i]) == (48000, 2) and ds.durations[i] == pytest.approx(1.0)
@@ -385,7 +409,7 @@ def test_load_dataset_decodes_all_formats_and_lists_skips(mixed_dataset, tmp_pat
     np.testing.assert_array_equal(ds.waveforms[j], fit_to_clip(_source(), cfg))
     assert [ds.labels[k] for k in ds.label_ids] == [c.label for c in ds.clips]
     assert list(ds.splits) == [c.split for c in ds.clips]
-    assert sorted(np.concatenate([ds.indices(s) for s in D.SPLITS]).tolist()) == list(range(10))
+    assert sorted(np.concatenate([ds.indices(s) for s in SPLITS]).tolist()) == list(range(10))
     assert "no usable" in D.trainability_problem({"a": 3, "b": 0})
     with pytest.raises(AuricleError, match="'zzz' has no usable clips"):
         dataclasses.replace(ds, labels=ds.labels + ["zzz"]).check_trainable()
@@ -403,13 +427,13 @@ def test_cache_second_run_decodes_nothing(tmp_path, monkeypatch):
     cache = tmp_path / "cache"
     cfg = edge_config()
     calls = Counter()
-    real = D._decode_file
+    real = decoding.decode_file
 
     def counting(path, data):
         calls[path.name] += 1
         return real(path, data)
 
-    monkeypatch.setattr(D, "_decode_file", counting)
+    monkeypatch.setattr(decoding, "decode_file", counting)
     first = D.load_dataset(root, cfg, cache_dir=cache, progress=False)
     assert sum(calls.values()) == 12
     calls.clear()
@@ -475,7 +499,7 @@ def test_cache_packs_written_with_features_are_still_read(tmp_path, monkeypatch)
         arrays["features"] = np.zeros((arrays["sha1"].size, 97, 40), dtype=np.float32)
         with open(pack, "wb") as fh:
             np.savez(fh, **arrays)
-    monkeypatch.setattr(D, "_decode_file", lambda *a: pytest.fail("decoded although the cache holds the clip"))
+    monkeypatch.setattr(decoding, "decode_file", lambda *a: pytest.fail("decoded although the cache holds the clip"))
     again = D.load_dataset(root, edge_config(), cache_dir=cache, progress=False)
     np.testing.assert_array_equal(again.waveforms, first.waveforms)
     assert len(list(cache.rglob("pack-*.npz"))) == 1
@@ -502,7 +526,7 @@ def test_shared_set_loads_and_caches(tmp_path, monkeypatch):
     cfg = edge_config()
     first = D.load_dataset(SHARED, cfg, cache_dir=tmp_path, progress=False)
     assert first.waveforms.shape == (4890, cfg.clip_samples) and not first.skipped
-    monkeypatch.setattr(D, "_decode_file", lambda *a: pytest.fail("decoded on a cached run"))
+    monkeypatch.setattr(decoding, "decode_file", lambda *a: pytest.fail("decoded on a cached run"))
     second = D.load_dataset(SHARED, cfg, cache_dir=tmp_path, progress=False)
     np.testing.assert_array_equal(first.waveforms, second.waveforms)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.classifier import _Model
+from edge.classifier import ModelRunner
 from edge.errors import AuricleError
 from edge.features import edge_config, log_mel
 from test_negatives import tiny_corpus
@@ -54,7 +54,7 @@ def test_teacher_scores_are_the_bundle_model_on_the_same_windows(teacher_bundle)
     teacher = Teacher(teacher_bundle, ["no", "yes"], cfg)
     got = teacher.scores(frames)
     from edge.bundle import load_bundle
-    model = _Model(load_bundle(teacher_bundle), model=None, num_threads=1, coral=False)
+    model = ModelRunner(load_bundle(teacher_bundle), model=None, num_threads=1, coral=False)
     want = np.stack([model.run(f).copy() for f in frames])
     np.testing.assert_array_equal(got, want)
     assert got.shape == (3, 2) and (got.argmax(axis=1) == 1).all()   # it hears "yes"

@@ -16,6 +16,7 @@ import pytest
 import tiny_bundle
 from edge.gate import EventGate
 from edge.intervals import proportion_interval, rate_interval
+from edge.settings import DetectorSettings
 from test_listen import NO_CLIP, YES_CLIP, json_lines, one_line_error, run, word_stream, write_wav
 
 SETTINGS = ["--threshold", "0.8", "--smooth", "3", "--min-gap", "1", "--threads", "1"]
@@ -32,7 +33,8 @@ def evaluate(args, **kw):
 
 # -- the event rule on scripted scores ------------------------------------------------------------------------
 def gate_events(scores, *, threshold=0.5, smooth=1, min_gap=0.0, hop=0.1):
-    gate = EventGate(["_silence_", "yes", "no"], {"_silence_"}, threshold=threshold, smooth=smooth, min_gap=min_gap)
+    settings = DetectorSettings(threshold=threshold, smooth=smooth, min_gap=min_gap)
+    gate = EventGate(["_silence_", "yes", "no"], {"_silence_"}, settings)
     out = []
     for i, s in enumerate(scores):
         out += [(round(e.time, 3), e.label) for e in gate.step(np.asarray(s, float), (i + 1) * hop, i)[1]]

@@ -260,15 +260,20 @@ def test_signals_end_cleanly_with_a_summary(edge_bundle, tmp_path, sig):
 # -- microphone: real sounddevice + PortAudio + ALSA file device ----------------------------------------
 MIC_RUN = textwrap.dedent("""
     import json, sys
+    from edge.bundle import load_bundle
     from edge.detector import StreamingDetector
-    from edge.listen import run_source
     from edge.microphone import Microphone
+    from edge.run import run_source
+    from edge.settings import DetectorSettings, RuntimeOptions
 
     bundle, device, duration, det_kwargs = sys.argv[1], sys.argv[2], float(sys.argv[3]), json.loads(sys.argv[4])
+    bundle = load_bundle(bundle)
+    threads = det_kwargs.pop("num_threads", None)
     result = {}
     for blocksize in (160, 1024, 4000):
         src = Microphone(device, model_rate=16000, blocksize=blocksize, max_queue_seconds=600)
-        det = StreamingDetector(bundle, sample_rate=src.sample_rate, **det_kwargs)
+        det = StreamingDetector(bundle, DetectorSettings.from_bundle(bundle, **det_kwargs),
+                                RuntimeOptions(num_threads=threads), sample_rate=src.sample_rate)
         wins, evs = [], []
         stats = run_source(src, det, duration=duration,
                            on_window=lambda w, s: wins.append([w.time, w.scores.tolist()]),
@@ -281,10 +286,14 @@ MIC_RUN = textwrap.dedent("""
 
 
 def _library_run(bundle, source) -> dict:
+    from edge.bundle import load_bundle
     from edge.detector import StreamingDetector
-    from edge.listen import run_source
+    from edge.run import run_source
+    from edge.settings import DetectorSettings, RuntimeOptions
 
-    det = StreamingDetector(bundle, sample_rate=source.sample_rate, **DET)
+    b = load_bundle(bundle)
+    settings = DetectorSettings.from_bundle(b, **{k: v for k, v in DET.items() if k != "num_threads"})
+    det = StreamingDetector(b, settings, RuntimeOptions(num_threads=DET["num_threads"]), sample_rate=source.sample_rate)
     wins, evs = [], []
     run_source(source, det, on_window=lambda w, s: wins.append([w.time, w.scores.tolist()]),
                on_event=lambda e, s: evs.append([e.time, e.label, e.score]))

@@ -15,7 +15,7 @@ import pytest
 import soundfile as sf
 
 from tools import negative_corpora as nc
-from tools.negative_text import KEYWORDS, check_word_lists, keyword_tokens, utterances
+from tools.negative_text import KEYWORDS, check_word_lists, keyword_tokens, syllables, utterances
 
 REPO = Path(__file__).resolve().parent.parent
 needs_tts = pytest.mark.skipif(not (shutil.which("espeak-ng") and shutil.which("ffmpeg")),
@@ -44,6 +44,8 @@ def test_table_gives_every_source_one_role_and_ten_test_hours():
     assert {s.role for s in table} == set(nc.ROLES)
     packages = {r: {p for s in table if s.role == r for p in s.packages if s.kind == "deb"} for r in nc.ROLES}
     assert not packages["test"] & (packages["train"] | packages["tune"])   # no recording in two roles
+    voices = {r: {(s.engine, v) for s in table if s.role == r for v in s.voices} for r in nc.ROLES}
+    assert not voices["test"] & (voices["train"] | voices["tune"]) and not voices["train"] & voices["tune"]
     assert sum(s.hours or 1.0 for s in table if s.role == "test") >= 10
     assert all(s.licence for s in table)
 
@@ -163,3 +165,24 @@ def test_a_source_can_be_sampled_by_its_first_hours():
     assert _source_hours(["tts-espeak-ng=0.5"]) == {"tts-espeak-ng": 0.5}
     with pytest.raises(AuricleError, match="SOURCE=HOURS"):
         _source_hours(["tts-espeak-ng"])
+
+
+@pytest.mark.skipif(not (shutil.which("espeak-ng") and shutil.which("dpkg-query")),
+                    reason="needs espeak-ng and a Debian package database")
+def test_a_voice_whose_package_is_missing_is_named_before_any_text(tmp_path):
+    table = json.loads(_tiny_table(tmp_path).read_text())
+    table["sources"][0]["packages"] = ["espeak-ng", "festvox-no-such-voice"]
+    path = tmp_path / "missing.json"
+    path.write_text(json.dumps(table))
+    r = _cli("tools.negative_corpora", "--out", str(tmp_path / "c"), "--table", str(path))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "tts-espeak-ng needs festvox-no-such-voice: apt-get install festvox-no-such-voice" in r.stderr
+    assert not list((tmp_path / "c").rglob("*.flac"))
+
+
+def test_syllable_text_is_short_items_and_never_a_keyword_sound():
+    texts = list(itertools.islice(syllables(3), 2000))
+    items = [i.strip(". ").lower() for t in texts for i in t.split(". ")]
+    assert not [t for t in texts if keyword_tokens(t)] and all(1 <= len(t.split(". ")) <= 4 for t in texts)
+    assert not {"go", "no", "on", "up", "goh", "noh", "o"} & set(items)      # no o/u sounds that are keywords
+    assert {len(i) for i in items} >= {1, 2, 3} and len(set(items)) > 100

@@ -288,3 +288,47 @@ def test_mined_windows_keep_the_label_of_the_file_they_came_from():
     assert set(y[40:]) == {0, 1}
     pairs = {(h.astype(np.float32).tobytes(), int(lab)) for h, lab in zip(hard, labels)}
     assert all((row.tobytes(), int(lab)) in pairs for row, lab in zip(x[40:], y[40:]))
+
+
+def _corpus_source(root: Path, name: str, role: str, n: int) -> None:
+    for i in range(n):
+        write_noise(root / name / f"f{i}.flac", 0.5, hash((name, i)) % 1000)
+    (root / name / "manifest.json").write_text(json.dumps({"source": name, "role": role, "files": []}))
+
+
+def test_a_corpus_splits_by_source_role_and_never_reads_a_test_source(tmp_path, caplog):
+    corpus = tmp_path / "corpora"
+    _corpus_source(corpus, "music-a", "train", 12)
+    _corpus_source(corpus, "speech-b", "tune", 6)
+    _corpus_source(corpus, "tts-c", "test", 5)
+    with caplog.at_level("INFO", logger="training.negatives"):
+        files = find_negative_files([corpus])
+    by_source = {}
+    for f in files:
+        by_source.setdefault(f.rel.split("/")[0], set()).add(f.split)
+    assert by_source == {"music-a": {"train"}, "speech-b": {"val"}, "tts-c": {"test"}}   # whole sources
+    assert "tts-c is a test source" in caplog.text
+    bank = load_negative_bank([corpus], edge_config(), cache_dir=tmp_path / "cache", progress=False)
+    assert {f.rel.split("/")[0] for f in bank.files} == {"music-a", "speech-b"}          # test never read
+    one = find_negative_files([corpus / "speech-b"])                    # a source named on its own
+    assert {f.split for f in one} == {"val"} and len(one) == 6
+    with pytest.raises(Exception, match="none of the negative files|no audio files"):
+        load_negative_bank([corpus / "tts-c"], edge_config(), cache_dir=tmp_path / "cache", progress=False)
+    write_noise(corpus / "tts-d" / "f0.flac", 0.5, 3)                  # a source whose build has not finished
+    with pytest.raises(Exception, match="tts-d has no manifest.json"):
+        find_negative_files([corpus])
+    shutil.rmtree(corpus / "tts-d")
+    (corpus / "speech-b" / "manifest.json").write_text(json.dumps({"role": "holdout"}))
+    with pytest.raises(Exception, match="role 'holdout'"):
+        find_negative_files([corpus])
+
+
+def test_cached_frames_are_memory_mapped_not_held(tmp_path):
+    cfg = edge_config()
+    for i in range(6):
+        write_noise(tmp_path / "neg" / f"n{i}.wav", 1.0, i)
+    bank = load_negative_bank([tmp_path / "neg"], cfg, cache_dir=tmp_path / "cache", progress=False,
+                              splits=("train", "val", "test"))
+    assert all(isinstance(x, np.memmap) for x in bank.frames)           # first pass too: written, then mapped
+    w = bank.random_windows(np.random.default_rng(1), 3, split=bank.files[0].split)
+    assert w.shape == (3, cfg.n_frames, cfg.n_mels) and np.isfinite(w).all()

@@ -278,7 +278,7 @@ def test_plan_uses_a_foreground_clip_and_caps_the_stream(tmp_path):
     cases = pc.plan_cases(bundles=[b, nob], default_bundle=b, stream=tmp_path / "s.wav",
                           clips=tiny_bundle.DATA_DIR, stream_seconds=20.0)
     assert [c.what for c in cases] == ["devices", "stream", "clip"]
-    assert cases[1].args[-2:] == ["--duration", "20"] and "--model" in cases[1].args
+    assert cases[1].args[-2:] == ["--duration", "20"] and "--bundle" in cases[1].args
     assert cases[2].input.startswith("yes/")
 
 

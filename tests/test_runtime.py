@@ -57,6 +57,17 @@ def to_int16(x: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(np.asarray(x, np.float64) * 32768.0), -32768, 32767).astype(np.int16)
 
 
+def detector(bundle, *, num_threads=None, sample_rate=None, **overrides):
+    """A StreamingDetector with the bundle's settings but ``overrides`` (hop, threshold, smooth, min_gap)."""
+    from edge.bundle import as_bundle
+    from edge.detector import StreamingDetector
+    from edge.settings import DetectorSettings, RuntimeOptions
+
+    b = as_bundle(bundle)
+    return StreamingDetector(b, DetectorSettings.from_bundle(b, **overrides), RuntimeOptions(num_threads=num_threads),
+                             sample_rate=sample_rate)
+
+
 # -- resampler --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("rate", [48000, 44100, 22050])
 def test_resampler_is_identical_for_any_chunking(rate):
@@ -143,10 +154,10 @@ def test_streaming_prepare_equals_profile_transform(edge_bundle):
     from edge.bundle import load_bundle
     from edge.features import log_mel, to_model_input
     from edge.adapters import quantize
-    from edge.classifier import _Model
+    from edge.classifier import ModelRunner
 
     b = load_bundle(edge_bundle)
-    m = _Model(b, model=None, num_threads=1, coral=False)
+    m = ModelRunner(b, model=None, num_threads=1, coral=False)
     frames = log_mel(clip(NO_CLIP), b.feature_config)
     m.prepare(frames)
     ref = quantize(to_model_input(frames, b.feature_config)[None], m.in_scale, m.in_zero, m.in_dtype)
@@ -174,23 +185,21 @@ def test_classifier_recognises_known_clips(edge_bundle):
 
 
 def test_first_window_equals_classifier_on_the_same_second(edge_bundle, seed_bundle):
-    from edge import Classifier, StreamingDetector
+    from edge import Classifier
 
     for bundle in (edge_bundle, seed_bundle):
         x = clip(YES_CLIP)
-        det = StreamingDetector(bundle, smooth=1, num_threads=1)
+        det = detector(bundle, smooth=1, num_threads=1)
         windows = det.push_windows(np.concatenate([x, np.zeros(100, np.int16)]))
         assert windows[0].time == pytest.approx(0.992)
         np.testing.assert_array_equal(windows[0].raw, Classifier(bundle, num_threads=1).scores(x, 16000))
 
 
 def test_seed_profile_streams_identically_for_any_chunking(seed_bundle):
-    from edge import StreamingDetector
-
     x = word_stream([YES_CLIP, NO_CLIP], pad=0.5)
     runs = []
     for size in (160, 4000):
-        det = StreamingDetector(seed_bundle, hop=0.25, threshold=0.0, num_threads=1)
+        det = detector(seed_bundle, hop=0.25, threshold=0.0, num_threads=1)
         out = [w for i in range(0, x.size, size) for w in det.push_windows(x[i:i + size])]
         runs.append([(w.time, w.scores.tolist(), [e.label for e in w.events]) for w in out])
     assert runs[0] == runs[1] and len(runs[0]) > 5
@@ -198,10 +207,8 @@ def test_seed_profile_streams_identically_for_any_chunking(seed_bundle):
 
 # -- StreamingDetector ---------------------------------------------------------------------------------------
 def test_detector_finds_words_at_the_right_time(edge_bundle):
-    from edge import StreamingDetector
-
     x = word_stream([YES_CLIP, NO_CLIP], pad=1.0)
-    det = StreamingDetector(edge_bundle, threshold=0.8, min_gap=2.0, num_threads=1)
+    det = detector(edge_bundle, threshold=0.8, min_gap=2.0, num_threads=1)
     events = det.push(x)
     assert [e.label for e in events] == ["yes", "no"]
     assert 1.0 < events[0].time <= 3.0 + 0.05          # yes spans 1-2 s; fired by a window ending after it
@@ -213,27 +220,24 @@ def test_detector_finds_words_at_the_right_time(edge_bundle):
 
 
 def test_background_labels_never_fire_and_debounce_holds(edge_bundle):
-    from edge import StreamingDetector
-
     x = word_stream([YES_CLIP, YES_CLIP, NO_CLIP], pad=0.3)
-    det = StreamingDetector(edge_bundle, threshold=0.0, smooth=1, min_gap=0.75, num_threads=1)
+    det = detector(edge_bundle, threshold=0.0, smooth=1, min_gap=0.75, num_threads=1)
     events = det.push(x)
     assert events and "_silence_" not in {e.label for e in events}
     for label in ("yes", "no"):
         times = [e.time for e in events if e.label == label]
         assert len(times) >= 2 and min(np.diff(times)) >= 0.75 - 1e-9
     # threshold 0 and min_gap 0: every window reports every foreground label
-    det = StreamingDetector(edge_bundle, threshold=0.0, smooth=1, min_gap=0.0, num_threads=1)
+    det = detector(edge_bundle, threshold=0.0, smooth=1, min_gap=0.0, num_threads=1)
     windows = det.push_windows(x)
     assert all(sorted(e.label for e in w.events) == ["no", "yes"] for w in windows)
 
 
 def test_a_word_held_in_the_window_fires_once_until_its_score_falls(edge_bundle):
-    from edge import StreamingDetector
     from edge.detector import REARM_FRACTION
 
     x = word_stream([YES_CLIP, YES_CLIP, NO_CLIP], pad=0.3)
-    det = StreamingDetector(edge_bundle, threshold=0.5, smooth=1, min_gap=0.0, num_threads=1)
+    det = detector(edge_bundle, threshold=0.5, smooth=1, min_gap=0.0, num_threads=1)
     windows = det.push_windows(x)
     for label in ("yes", "no"):
         li = det.labels.index(label)
@@ -245,20 +249,16 @@ def test_a_word_held_in_the_window_fires_once_until_its_score_falls(edge_bundle)
 
 
 def test_smoothing_is_the_mean_of_recent_windows(edge_bundle):
-    from edge import StreamingDetector
-
     x = word_stream([YES_CLIP, NO_CLIP], pad=0.5)
-    raw = [w.raw for w in StreamingDetector(edge_bundle, smooth=1).push_windows(x)]
-    sm = [w.scores for w in StreamingDetector(edge_bundle, smooth=4).push_windows(x)]
+    raw = [w.raw for w in detector(edge_bundle, smooth=1).push_windows(x)]
+    sm = [w.scores for w in detector(edge_bundle, smooth=4).push_windows(x)]
     for i in range(len(raw)):
         np.testing.assert_allclose(sm[i], np.mean(raw[max(0, i - 3):i + 1], axis=0), rtol=0, atol=1e-12)
 
 
 def test_skip_restarts_windows_after_a_gap(edge_bundle):
-    from edge import StreamingDetector
-
     x = word_stream([YES_CLIP], pad=0.5)
-    det = StreamingDetector(edge_bundle, num_threads=1)
+    det = detector(edge_bundle, num_threads=1)
     first = det.push_windows(x[:20000])
     det.skip(16000 * 7)                                    # 7 s lost
     after = det.push_windows(x)
@@ -268,23 +268,21 @@ def test_skip_restarts_windows_after_a_gap(edge_bundle):
 
 
 def test_hop_rounds_to_whole_frames_and_settings_are_checked(edge_bundle):
-    from edge import StreamingDetector
-
-    assert StreamingDetector(edge_bundle, hop=0.123).hop_seconds == pytest.approx(0.12)
-    for kwargs, match in (({"hop": 0}, "--hop"), ({"threshold": 1.5}, "--threshold"),
-                          ({"smooth": 0}, "--smooth"), ({"min_gap": -1}, "--min-gap")):
-        with pytest.raises(AuricleError, match=match):
-            StreamingDetector(edge_bundle, **kwargs)
+    assert detector(edge_bundle, hop=0.123).hop_seconds == pytest.approx(0.12)
+    for kwargs, match in (({"hop": 0}, "^hop 0 must be > 0 s"), ({"threshold": 1.5}, "^threshold 1.5 must be"),
+                          ({"smooth": 0}, "^smooth 0 must be"), ({"min_gap": -1}, "^min_gap -1 must be >= 0")):
+        with pytest.raises(AuricleError, match=match) as caught:   # the setting, not a command's flag
+            detector(edge_bundle, **kwargs)
+        assert "--" not in str(caught.value)
     with pytest.raises(AudioError, match="needs 16000 Hz"):
-        StreamingDetector(edge_bundle, sample_rate=11025)
+        detector(edge_bundle, sample_rate=11025)
 
 
 def test_file_and_array_sources_match_at_48k(edge_bundle, tmp_path):
     """The resampling path gives the same events from a 48 kHz file and array, chunked any way."""
     import soundfile as sf
 
-    from edge import StreamingDetector
-    from edge.listen import run_source
+    from edge.run import run_source
 
     x48 = to_int16(resample(word_stream([YES_CLIP, NO_CLIP]).astype(np.float32) / 32768, 16000, 48000))
     wav = tmp_path / "s48.wav"
@@ -292,12 +290,12 @@ def test_file_and_array_sources_match_at_48k(edge_bundle, tmp_path):
     results = []
     for size in (160, 1024, 4000):
         for src in (FileSource(wav, chunk_size=size), ArraySource(x48, 48000, chunk_size=size)):
-            det = StreamingDetector(edge_bundle, sample_rate=48000, threshold=0.8, min_gap=2.0, num_threads=1)
+            det = detector(edge_bundle, sample_rate=48000, threshold=0.8, min_gap=2.0, num_threads=1)
             wins: list = []
             run_source(src, det, on_window=lambda w, s, acc=wins: acc.append((w.time, w.scores.tolist())))
             results.append(wins)
     assert all(r == results[0] for r in results)
-    det = StreamingDetector(edge_bundle, sample_rate=48000, threshold=0.8, min_gap=2.0)
+    det = detector(edge_bundle, sample_rate=48000, threshold=0.8, min_gap=2.0)
     assert [e.label for e in det.push(x48)] == ["yes", "no"]
 
 
@@ -444,7 +442,8 @@ def test_c_stderr_captures_in_two_threads_leave_fd_2_as_it_was():
 SOAK = textwrap.dedent("""
     import json, sys
     from edge.detector import StreamingDetector
-    from edge.listen import run_source
+    from edge.settings import RuntimeOptions
+    from edge.run import run_source
     from edge.sources import FileSource
 
     def rss_mb():
@@ -452,7 +451,7 @@ SOAK = textwrap.dedent("""
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024.0
 
-    det = StreamingDetector(sys.argv[1], num_threads=1)
+    det = StreamingDetector(sys.argv[1], runtime=RuntimeOptions(num_threads=1))
     marks = {}
     def on_event(ev, src):
         pass

@@ -410,7 +410,7 @@ def test_training_and_converters_import_no_cycle():
 def test_no_function_in_training_or_converters_is_over_80_lines():
     long = []
     for pkg in ("training", "converters"):
-        for path in sorted((REPO / pkg).glob("*.py")):
+        for path in sorted((REPO / pkg).rglob("*.py")):
             for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
                 if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                     n = node.end_lineno - node.lineno + 1

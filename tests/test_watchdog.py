@@ -24,7 +24,7 @@ import pytest
 
 from benchmarks.soak import FifoMic
 from edge.bundle import default_bundle_path
-from edge.listen import EXIT_DEVICE_STALLED
+from edge.run import EXIT_DEVICE_STALLED
 from edge.microphone import Watchdog
 
 REPO = Path(__file__).resolve().parent.parent

@@ -219,7 +219,7 @@ def test_bad_uri_and_port_in_use_are_one_line_and_exit_2():
         port = s.getsockname()[1]
         line = one_line_error(["--uri", f"tcp://127.0.0.1:{port}"])
     assert f"cannot serve on tcp://127.0.0.1:{port}" in line and "in use" in line
-    assert "no/such/bundle" in one_line_error(["--model", "no/such/bundle"])
+    assert "no/such/bundle" in one_line_error(["--bundle", "no/such/bundle"])
 
 
 def test_missing_wyoming_package_is_one_line_naming_the_extra():

@@ -60,6 +60,7 @@ class Source:
     voices: tuple[str, ...] = ()
     variants: tuple[str, ...] = ()
     seed: int = 0
+    text: str = "speech"           # what a TTS source says: "speech" (sentences, near words) or "syllables"
 
 
 def load_table(path: Path = TABLE) -> list[Source]:
@@ -342,17 +343,31 @@ class Synth:
                 "-f", str(wav), "--sentence-silence", "0.5"]
 
 
+def _need_installed(src: Source) -> None:
+    """A system TTS voice synthesizes only if its Debian package is installed: say which to install, before
+    any text is tried (Piper's packages are PyPI wheels, checked by ``Synth.piper_model``)."""
+    if src.engine == "piper" or not shutil.which("dpkg-query"):
+        return
+    missing = [p for p in src.packages
+               if "install ok installed" not in _run(["dpkg-query", "-W", "-f=${Status}", p], text=True).stdout]
+    if missing:
+        raise AuricleError(f"{src.name} needs {', '.join(missing)}: apt-get install {' '.join(missing)}")
+
+
 def build_tts(src: Source, folder: Path, cap_s: float, piper_venv: Path | None) -> tuple[Written, dict[str, Any]]:
     import random
 
-    from tools.negative_text import check_word_lists, utterances
+    from tools.negative_text import TEXTS, check_word_lists
 
     leaks = check_word_lists()
     if leaks:
         raise AuricleError(f"keyword tokens in tools/negative_text.py word lists: {', '.join(leaks)}; remove them")
     synth = Synth(src.engine or "", piper_venv)
     synth.check()
-    rng, texts, done = random.Random(src.seed), utterances(src.seed), Written()
+    _need_installed(src)
+    if src.text not in TEXTS:
+        raise AuricleError(f"{src.name}: text {src.text!r} is not one of {', '.join(TEXTS)}; fix the sources table")
+    rng, texts, done = random.Random(src.seed), TEXTS[src.text](src.seed), Written()
     with tempfile.TemporaryDirectory(prefix="negtts") as tmp:
         k = 0
         while done.seconds < cap_s:
@@ -393,7 +408,8 @@ def _package_version(package: str, piper_venv: Path | None) -> str:
 
 # -- one source, the whole table --------------------------------------------------------------------------
 def _recipe(src: Source, cap_s: float) -> dict[str, Any]:
-    recipe = {"format": FORMAT_VERSION, "source": dataclasses.asdict(src), "cap_hours": round(cap_s / 3600, 4)}
+    source = {k: v for k, v in dataclasses.asdict(src).items() if not (k == "text" and v == "speech")}
+    recipe = {"format": FORMAT_VERSION, "source": source, "cap_hours": round(cap_s / 3600, 4)}   # old recipes hold
     return json.loads(json.dumps(recipe))          # as a manifest reads back (lists, not tuples)
 
 

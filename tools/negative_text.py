@@ -92,6 +92,28 @@ def utterances(seed: int, isolated_share: float = 0.4) -> Iterator[str]:
             yield text
 
 
+CONSONANTS = ("b", "ch", "d", "f", "g", "h", "j", "k", "l", "m", "n", "p", "r", "s", "sh", "t", "v", "w", "y", "z")
+# vowels spelled so no syllable is a keyword's sound ("go", "no", "on", "up" all need an o or u sound; "ee"/"oo"
+# and "ai" keep synthesizers from reading a syllable as a letter name)
+VOWELS = ("a", "e", "ee", "i", "oo", "ai", "ah", "eh")
+LETTERS = tuple("abcdefghijklmnpqrstuvwxyz")       # letter names; "o" left out (spoken "oh", as in "no", "go")
+
+
+def syllables(seed: int) -> Iterator[str]:
+    """Endless utterances of one to four letter names or consonant-vowel syllables, as a child's letters game
+    or a spelling voice says them: short isolated sounds near the length of a keyword, never a keyword."""
+    rng = random.Random(seed)
+    while True:
+        items = [rng.choice(LETTERS).upper() if rng.random() < 0.35 else rng.choice(CONSONANTS) + rng.choice(VOWELS)
+                 for _ in range(rng.randint(1, 4))]
+        text = ". ".join(i[0].upper() + i[1:] for i in items) + "."
+        if not keyword_tokens(text):
+            yield text
+
+
+TEXTS = {"speech": utterances, "syllables": syllables}     # a sources table's "text" field -> its generator
+
+
 def check_word_lists() -> list[str]:
     """Keyword tokens that slipped into the word lists (empty when the lists are clean)."""
     pools = [*SOUND_ALIKES.values(), DIGITS, SUBJECTS, VERBS, OBJECTS, PLACES, TIMES, TEMPLATES]

@@ -58,9 +58,9 @@ class Teacher:
     def _model(self) -> Any:
         model = getattr(self._local, "model", None)
         if model is None:
-            from edge.classifier import _Model
+            from edge.classifier import ModelRunner
 
-            model = self._local.model = _Model(self.bundle, model=None, num_threads=1, coral=False)
+            model = self._local.model = ModelRunner(self.bundle, model=None, num_threads=1, coral=False)
         return model
 
     def scores(self, frames: np.ndarray) -> np.ndarray:

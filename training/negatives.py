@@ -10,6 +10,12 @@ once with the one frontend (``edge.features.log_mel``), cached by the file's con
 * optionally mines hard negatives: every window of the train files that the current model scores above a
   threshold for a reportable label is collected and over-sampled in a short fine-tune.
 
+A folder built by ``python -m tools.negative_corpora`` (one sub-folder per *source*, each with a
+``manifest.json`` naming its role) is split by source instead: a train source's files all train, a tune
+source's all serve validation (mining checks, detector tuning), and a test source's files are all test: never
+read here, only ever measured (``benchmarks.false_accepts_sources``). Frames are cached on disk and memory-mapped, so tens
+of hours of negatives train within a small machine's memory.
+
 The validation and test files are never used for training; the validation part is for tuning the detector
 (``tools/tune_detector.py``) and the test part for the false-accepts figures (``python -m edge.evaluate``).
 """
@@ -28,7 +34,7 @@ import numpy as np
 from edge.errors import AudioError, AuricleError
 from edge.features import FeatureConfig, log_mel
 from edge.fileio import atomic_writer
-from edge.splits import SPLITS, split_of
+from edge.splits import SPLITS, file_split, source_roles, split_of
 from training.data import AUDIO_EXTENSIONS, default_cache_dir, load_audio
 
 log = logging.getLogger(__name__)
@@ -67,18 +73,26 @@ def find_negative_files(roots: Sequence[str | os.PathLike[str]],
         if not root.is_dir():
             raise AuricleError(f"negative audio {root} does not exist; pass folders or files of audio with "
                                "none of the target sounds")
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-            for name in sorted(filenames):
-                if name.startswith(".") or os.path.splitext(name)[1].lower() not in AUDIO_EXTENSIONS:
-                    continue
-                p = Path(dirpath) / name
-                rel = p.relative_to(root).as_posix()
-                found.append(NegativeFile(_place(p), rel, split_of_file(rel)))
+        found.extend(_files_under(root, source_roles(root)))
     if not found:
         raise AuricleError(f"no audio files under {', '.join(map(str, roots))}; --negatives needs "
                            "WAV/FLAC/... recordings")
     return _mark_noise(found, roots, noise_paths)
+
+
+def _files_under(root: Path, roles: dict[Path, str]) -> Iterable[NegativeFile]:
+    """Audio files under ``root``: a corpus source's files take the split of its role (train -> train, tune ->
+    val, test -> test: loaded never, see :func:`load_negative_bank`); other files the sha1 rule of their path."""
+    for source, role in roles.items():
+        if role == "test":
+            log.info("negatives: %s is a test source; it is never trained or tuned on", source.name)
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            if name.startswith(".") or os.path.splitext(name)[1].lower() not in AUDIO_EXTENSIONS:
+                continue
+            p = Path(dirpath) / name
+            yield NegativeFile(_place(p), p.relative_to(root).as_posix(), file_split(p, root, roles))
 
 
 def _place(path: Path) -> Path:
@@ -119,7 +133,7 @@ def file_features(path: Path, config: FeatureConfig, cache_dir: Path | None) -> 
     cached = _cache_path(cache_dir, config, data) if cache_dir is not None else None
     if cached is not None and cached.is_file():
         try:
-            return np.load(cached, allow_pickle=False)
+            return np.load(cached, mmap_mode="r", allow_pickle=False)   # read from disk as windows are cut
         except (OSError, ValueError):
             pass                                # a damaged entry is recomputed and rewritten
     try:
@@ -130,6 +144,7 @@ def file_features(path: Path, config: FeatureConfig, cache_dir: Path | None) -> 
     if cached is not None:
         with atomic_writer(cached, binary=True) as fh:
             np.save(fh, frames, allow_pickle=False)
+        return np.load(cached, mmap_mode="r", allow_pickle=False)     # hours of frames stay on disk
     return frames
 
 

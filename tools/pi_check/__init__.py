@@ -8,7 +8,7 @@ emulation, no binfmt, no root needed after the first build), does what a Pi user
     .venv/bin/pip install 'dist/auricle-*.whl[edge]'   # the wheel of this tree; pip *on aarch64* picks the rest
     .venv/bin/python -m edge.listen --list-devices
     .venv/bin/python -m edge.listen --file STREAM --json            (the default bundle)
-    .venv/bin/python -m edge.listen --file CLIP --json --model B     (every shipped int8 bundle, one clip each)
+    .venv/bin/python -m edge.listen --file CLIP --json --bundle B    (every shipped int8 bundle, one clip each)
 
 (both with ``--all-scores``, so every window's scores are compared, and the stream capped by ``--duration``).
 

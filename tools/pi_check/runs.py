@@ -82,7 +82,7 @@ def plan_cases(*, bundles: Sequence[Path], default_bundle: Path, stream: Path, c
     cases = [Case("list-devices", "devices", ["--list-devices"])]
     stream_args = ["--file", str(stream), "--json", "--all-scores"]
     if default_bundle.resolve() != (REPO / "firmware_assets" / DEFAULT_BUNDLE_NAME).resolve():
-        stream_args += ["--model", str(default_bundle)]        # else: the runtime's own default lookup
+        stream_args += ["--bundle", str(default_bundle)]        # else: the runtime's own default lookup
     if stream_seconds:
         stream_args += ["--duration", f"{stream_seconds:g}"]
     cases.append(Case(default_bundle.name, "stream", stream_args, input=stream.name))
@@ -93,7 +93,7 @@ def plan_cases(*, bundles: Sequence[Path], default_bundle: Path, stream: Path, c
             continue
         picked = pick_clip(manifest, clips)
         clip = long_enough(picked, manifest)
-        cases.append(Case(b.name, "clip", ["--file", str(clip), "--json", "--all-scores", "--model", str(b)],
+        cases.append(Case(b.name, "clip", ["--file", str(clip), "--json", "--all-scores", "--bundle", str(b)],
                           input=f"{picked.parent.name}/{picked.name}" + (" padded" if clip != picked else "")))
     return cases
 
