@@ -89,13 +89,16 @@ def synthetic_featureset(clips: int = CLIPS, seed: int = 0):
 
 
 def augmented_batches(fs, seed: int = 0):
-    """``training.train``'s own training dataset over every clip of ``fs``, augmentation on, class weights."""
-    from training.featureset import AugmentConfig, class_weights
-    from training.train import _make_dataset_class
+    """The training loop's own batches (:func:`training.loop.make_batches`) over every clip of ``fs``,
+    augmentation on, class weights."""
+    from training.config import TrainConfig
+    from training.featureset import class_weights
+    from training.loop import make_batches
 
     cw = class_weights(fs.y, CLASSES)
     weights = np.asarray([cw[i] for i in range(CLASSES)], dtype=np.float32)
-    return _make_dataset_class()(fs, np.arange(len(fs.y)), BATCH, AugmentConfig(enabled=True), seed, weights)
+    cfg = TrainConfig(batch_size=BATCH, augment=True, seed=seed)
+    return make_batches(fs, np.arange(len(fs.y)), cfg, sample_weights=weights)
 
 
 def fixed_batches(source, count: int):
@@ -119,13 +122,13 @@ def fixed_batches(source, count: int):
 
 # -- child side: one setting, one backend, one process ------------------------------------------
 def _compiled(fs, jit_compile: bool | str):
-    """The network, optimiser, schedule and loss exactly as ``training.train`` compiles them."""
+    """The network, optimiser, schedule and loss exactly as the training loop compiles them."""
     from training.config import TrainConfig
-    from training.train import _compiled_model, _seed_and_precision
+    from training.loop import compiled_model, seed_and_precision
 
     cfg = TrainConfig(network=NETWORK, profile=PROFILE, width=WIDTH, batch_size=BATCH, jit_compile=jit_compile)
-    _seed_and_precision(cfg)
-    return _compiled_model(fs, cfg, train_size=len(fs.y))
+    seed_and_precision(cfg)
+    return compiled_model(fs, cfg, train_size=len(fs.y))
 
 
 def timed_fit(model, data, steps: int, warmup: int) -> dict[str, float]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -48,6 +49,18 @@ class QuantizeConfig:
     force: bool = False              # replace a bundle the repository ships
 
     def __post_init__(self) -> None:
+        for key in ("run", "out", "data"):   # paths as given (str or os.PathLike), kept as text
+            if getattr(self, key) is not None:
+                object.__setattr__(self, key, os.fspath(getattr(self, key)))
+        object.__setattr__(self, "also", tuple(dict.fromkeys(self.also)))
+        self._check()
+        for key in ("max_drop", "float_max_mb", "c_array_max_mb"):
+            object.__setattr__(self, key, float(getattr(self, key)))
+        for key in ("compile_edgetpu", "require_edgetpu", "c_array", "force"):
+            object.__setattr__(self, key, bool(getattr(self, key)))
+        object.__setattr__(self, "seed", int(self.seed))
+
+    def _check(self) -> None:
         if self.io not in IO_TYPES:
             raise AuricleError(f"--io {self.io!r} must be one of {', '.join(IO_TYPES)}")
         bad = [k for k in self.also if k not in EXTRA_KINDS]

@@ -6,14 +6,13 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from converters import edgetpu
 from converters.bundle_writer import check_target, clean_stale, install, make_temp, previous_detector
-from converters.config import (DEFAULT_C_ARRAY_MAX_MB, DEFAULT_FLOAT_MAX_MB, DEFAULT_MAX_DROP, DEFAULT_REPRESENTATIVE,
-                               Clips, Conversion, QuantizeConfig, Timings, VerificationFailed)
+from converters.config import Clips, Conversion, QuantizeConfig, Timings, VerificationFailed
 from converters.console import Progress
 from converters.convert import check_model, convert_model, export_saved_model, load_keras_model, tf_keras
 from converters.manifest import build_manifest, model_entries, portable, write_other_files
@@ -27,26 +26,15 @@ from edge.shipped import refuse_to_replace
 from training.run_folder import RunFolder, load_run
 
 
-def quantize_run(*, run: str | os.PathLike[str], out: str | os.PathLike[str], io: str = "int8",
-                 representative: int = DEFAULT_REPRESENTATIVE, data: str | os.PathLike[str] | None = None,
-                 also: Sequence[str] = (), max_drop: float = DEFAULT_MAX_DROP,
-                 float_max_mb: float = DEFAULT_FLOAT_MAX_MB, c_array_max_mb: float = DEFAULT_C_ARRAY_MAX_MB,
-                 threads: int | None = None, seed: int = 0, compile_edgetpu: bool = True,
-                 require_edgetpu: bool = False, name: str | None = None, progress: bool = True,
-                 report: Callable[[str], None] | None = print, c_array: bool = False,
-                 force: bool = False) -> dict[str, Any]:
-    """Convert, verify and write a bundle (see the module docstring). Returns the manifest.
+def quantize_run(cfg: QuantizeConfig, *, progress: bool = True,
+                 report: Callable[[str], None] | None = print) -> dict[str, Any]:
+    """Convert, verify and write a bundle as ``cfg`` says (see the module docstring). Returns the manifest.
 
     Raises :class:`AuricleError` for bad input and :class:`VerificationFailed` when int8 accuracy drops by
-    more than ``max_drop`` percentage points; in both cases no bundle is written and an existing one at
-    ``out`` is left as it was. ``report`` receives the human-readable summary lines.
+    more than ``cfg.max_drop`` percentage points; in both cases no bundle is written and an existing one at
+    ``cfg.out`` is left as it was. ``progress``: the ``quantize: ...`` lines on stderr; ``report`` receives the
+    human-readable summary lines.
     """
-    cfg = QuantizeConfig(run=str(run), out=str(out), io=io, representative=representative,
-                         data=None if data is None else str(data), also=tuple(dict.fromkeys(also)),
-                         max_drop=float(max_drop), float_max_mb=float(float_max_mb),
-                         c_array_max_mb=float(c_array_max_mb), threads=threads, seed=int(seed),
-                         compile_edgetpu=bool(compile_edgetpu), require_edgetpu=bool(require_edgetpu), name=name,
-                         c_array=bool(c_array), force=bool(force))
     timings = Timings()
     out_path = Path(cfg.out)
     if out_path.name in ("", ".", ".."):

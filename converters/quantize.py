@@ -2,7 +2,7 @@
 
     python converters/quantize.py --run runs/my_model --out runs/my_model_bundle
 
-Steps (a thin CLI over :func:`quantize_run`, a typed keyword-only core):
+Steps (a thin CLI over :func:`quantize_run`, which takes one :class:`QuantizeConfig`):
 
 1. **Load the run** (``model.keras`` in safe mode, ``labels.txt``, ``feature_config.json``, ``split.csv``,
    ``train_config.json``, ``report.json``) and check that the model's input is what the feature config
@@ -57,6 +57,7 @@ missing clips ...); 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import signal
 import sys
 from typing import Any, Sequence
@@ -67,7 +68,7 @@ from converters.manifest import COMMAND, portable_args, shell_join
 from converters.pipeline import quantize_run
 from edge.errors import fail, run_cli
 
-__all__ = ["QuantizeConfig", "VerificationFailed", "quantize_run", "build_parser", "main"]
+__all__ = ["QuantizeConfig", "VerificationFailed", "quantize_run", "build_parser", "config_from", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,21 +116,25 @@ def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+def config_from(args: argparse.Namespace) -> QuantizeConfig:
+    """The :class:`QuantizeConfig` of parsed options: each field from the option of the same name (``--also``
+    split at commas, ``--no-compile`` turned round)."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(QuantizeConfig) if hasattr(args, f.name)}
+    values["also"] = tuple(k.strip() for k in args.also.split(",") if k.strip())
+    values["compile_edgetpu"] = not args.no_compile
+    return QuantizeConfig(**values)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     COMMAND.append(shell_join(["python", "converters/quantize.py",
                                *portable_args(sys.argv[1:] if argv is None else list(argv))]))
-    also = tuple(k.strip() for k in args.also.split(",") if k.strip())
     try:  # SIGTERM cleans up like Ctrl-C (the temp folder is removed; the old bundle stays)
         previous = signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     except ValueError:  # not the main thread
         previous = None
     try:
-        quantize_run(run=args.run, out=args.out, io=args.io, representative=args.representative, data=args.data,
-                     also=also, max_drop=args.max_drop, float_max_mb=args.float_max_mb,
-                     c_array_max_mb=args.c_array_max_mb, threads=args.threads, seed=args.seed,
-                     compile_edgetpu=not args.no_compile, require_edgetpu=args.require_edgetpu, name=args.name,
-                     progress=not args.quiet, c_array=args.c_array, force=args.force)
+        quantize_run(config_from(args), progress=not args.quiet)
     except VerificationFailed as exc:
         fail(str(exc), code=1)
     finally:

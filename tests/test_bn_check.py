@@ -17,12 +17,12 @@ def _short_run(tiny_data, tmp_path, **kw):
     from edge.features import FeatureConfig
     from training.config import TrainConfig
     from training.featureset import model_inputs
-    from training.train import build_featureset, train
+    from training.train import TrainSpec, build_featureset, train
 
     cfg = TrainConfig(network="mobilenet", profile="edge", width=0.25, epochs=4, batch_size=16, learning_rate=3e-3,
                       patience=0, bn_momentum=0.99, dropout=0.0, seed=1, augment=False, jit_compile=False, **kw)
     out = tmp_path / ("precise" if cfg.precise_bn else "plain")
-    report = train(data=tiny_data, out=out, config=cfg, cache_dir=tmp_path / "cache", verbose=0)
+    report = train(TrainSpec(data=tiny_data, out=out, config=cfg, cache_dir=tmp_path / "cache", verbose=0))
     fs, _ = build_featureset(tiny_data, "edge", cache_dir=tmp_path / "cache", progress=False)
     fs.config = FeatureConfig.from_json((out / "feature_config.json").read_text())
     x = model_inputs(fs, fs.indices("train"))

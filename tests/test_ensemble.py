@@ -30,11 +30,12 @@ def _tiny_config(seed: int):
 @pytest.fixture(scope="module")
 def members(tiny_data, tmp_path_factory) -> list[Path]:
     """Two real tiny runs that differ only in --seed."""
-    from training.train import train
+    from training.train import TrainSpec, train
 
     root = tmp_path_factory.mktemp("members")
     for seed in (1, 2):
-        train(data=tiny_data, out=root / f"s{seed}", config=_tiny_config(seed), cache_dir=root / "cache", verbose=0)
+        train(TrainSpec(data=tiny_data, out=root / f"s{seed}", config=_tiny_config(seed), cache_dir=root / "cache",
+                        verbose=0))
     return [root / "s1", root / "s2"]
 
 
@@ -94,12 +95,12 @@ def test_the_run_folder_records_its_members_and_their_cost(members, ensemble):
 
 def test_the_ensemble_quantizes_to_one_full_integer_bundle(ensemble, tmp_path):
     from converters.inspect_model import read_model
-    from converters.quantize import quantize_run
+    from converters.quantize import QuantizeConfig, quantize_run
     from edge.classifier import Classifier
 
     out, report = ensemble
-    manifest = quantize_run(run=out, out=tmp_path / "bundle", representative=12, progress=False, report=None,
-                            compile_edgetpu=False)
+    manifest = quantize_run(QuantizeConfig(run=out, out=tmp_path / "bundle", representative=12, compile_edgetpu=False),
+                            progress=False, report=None)
     ops = {op.name for op in read_model(tmp_path / "bundle" / "model_int8.tflite").ops}
     assert {"ADD", "MUL"} <= ops and "DEQUANTIZE" not in ops     # the average stays in int8
     assert manifest["network"]["macs"] == report["macs"]

@@ -11,7 +11,7 @@ import pytest
 
 from tools import make_firmware
 from training.config import TrainConfig
-from training.train import _config_from, build_parser
+from training.train import build_parser, config_from
 
 REPO = Path(__file__).resolve().parent.parent
 ASSETS = REPO / "firmware_assets"
@@ -32,7 +32,7 @@ def test_spec_is_the_recipe_the_shipped_bundle_records(spec):
     if not manifest.is_file():
         pytest.skip(f"{spec.name} is not shipped in this checkout")
     recorded = json.loads(manifest.read_text())["training"]["train_config"]
-    ours = _config_from(_parsed(spec)).to_dict()
+    ours = config_from(_parsed(spec)).to_dict()
     not_recipe = set(NOT_RECIPE)
     if "ensemble" in recorded:   # an average of runs that differ only in seed: the spec names those seeds
         assert [m["seed"] for m in recorded["ensemble"]] == list(spec.ensemble_seeds)

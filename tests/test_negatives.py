@@ -251,7 +251,7 @@ def test_mining_fine_tune_keeps_batch_norm_statistics():
     """The mining fine-tune trains the weights but leaves batch-norm statistics as training left them."""
     import keras
 
-    from training.train import _freeze_batch_norm
+    from training.mining import freeze_batch_norm
 
     inputs = keras.Input((4,))
     x = keras.layers.Dense(3)(inputs)
@@ -260,7 +260,7 @@ def test_mining_fine_tune_keeps_batch_norm_statistics():
     bn = next(layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization))
     before_stats = [np.array(v) for v in (bn.moving_mean, bn.moving_variance)]
     before_kernel = np.array(model.layers[1].kernel)
-    _freeze_batch_norm(model)
+    freeze_batch_norm(model)
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss="sparse_categorical_crossentropy")
     rng = np.random.default_rng(0)
     model.fit(rng.normal(5.0, 3.0, (64, 4)).astype("float32"), rng.integers(0, 2, 64), epochs=2, verbose=0)

@@ -326,8 +326,9 @@ def test_killed_conversion_leaves_the_old_bundle_then_next_run_cleans_up(bundle,
 
     # the next run removes the dead process's temp folder; float32 over the size limit is not written; the
     # uint8 (Coral) re-conversion of the same run keeps the tuned detector block
-    m = q.quantize_run(run=run_dir, out=target, io="uint8", representative=16, float_max_mb=0, c_array_max_mb=0,
-                       data=str(tiny_run.DATA_DIR), also=("float16",), progress=False, report=None, c_array=True)
+    m = q.quantize_run(q.QuantizeConfig(run=run_dir, out=target, io="uint8", representative=16, float_max_mb=0,
+                                        c_array_max_mb=0, data=str(tiny_run.DATA_DIR), also=("float16",),
+                                        c_array=True), progress=False, report=None)
     assert m["detector"] == tuned and manifest_of(target)["detector"] == tuned
     assert not temp.exists()
     assert not [p for p in target.parent.iterdir() if p.name.startswith(".")]
@@ -488,7 +489,7 @@ def test_accuracy_gate_exits_1_and_reports(monkeypatch, capsys):
     assert v["int8_to_float32_size"] == pytest.approx(0.25)
     assert any("FAILED" in line for line in verify.verification_lines(v, ["a", "b", "c"]))
 
-    def failing(**kwargs):
+    def failing(*args, **kwargs):
         raise q.VerificationFailed("int8 test accuracy 0.5 is 10.00 percentage points below float")
     monkeypatch.setattr(q, "quantize_run", failing)
     with pytest.raises(SystemExit) as exc:

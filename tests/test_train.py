@@ -81,14 +81,15 @@ ARTIFACTS = ("model.keras", "labels.txt", "feature_config.json", "split.csv", "h
                                              ("mobilenet", "seed"), ("resnet18", "seed")])
 def test_tiny_run_trains_and_writes_every_artifact(tiny_data, tmp_path, network, profile):
     from training.featureset import model_inputs
-    from training.train import build_featureset, train
+    from training.train import TrainSpec, build_featureset, train
 
     out = tmp_path / f"{network}_{profile}"
     # 12 clips: on an AVX2 CPU (oneDNN kernels) the augmented edge MobileNet stayed at chance for 30 epochs
     fragile = (network, profile) == ("mobilenet", "edge")
     epochs = 12 if fragile else 8
-    report = train(data=tiny_data, out=out, config=_cfg(network, profile, epochs=epochs, augment=not fragile),
-                   cache_dir=tmp_path / "cache", verbose=0)
+    report = train(TrainSpec(data=tiny_data, out=out, config=_cfg(network, profile, epochs=epochs,
+                                                                  augment=not fragile),
+                             cache_dir=tmp_path / "cache", verbose=0))
     for name in ARTIFACTS:
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     assert report["split_sizes"] == {"train": 12, "val": 3, "test": 3}
@@ -118,21 +119,23 @@ def test_tiny_run_trains_and_writes_every_artifact(tiny_data, tmp_path, network,
 
 
 def test_threshold_stop_fires(tiny_data, tmp_path):
-    from training.train import train
+    from training.train import TrainSpec, train
     out = tmp_path / "stop"
-    report = train(data=tiny_data, out=out, config=_cfg("mobilenet", "edge", epochs=20, target_accuracy=0.01),
-                   cache_dir=tmp_path / "cache", verbose=0)
+    report = train(TrainSpec(data=tiny_data, out=out,
+                             config=_cfg("mobilenet", "edge", epochs=20, target_accuracy=0.01),
+                             cache_dir=tmp_path / "cache", verbose=0))
     assert report["training"]["epochs_run"] == 1
     assert "target" in report["training"]["stop_reason"]
 
 
 def test_resume_continues_from_the_checkpoint(tiny_data, tmp_path):
-    from training.train import train
+    from training.train import TrainSpec, train
     out = tmp_path / "resume"
-    train(data=tiny_data, out=out, config=_cfg("mobilenet", "edge", epochs=2), cache_dir=tmp_path / "c", verbose=0)
+    train(TrainSpec(data=tiny_data, out=out, config=_cfg("mobilenet", "edge", epochs=2), cache_dir=tmp_path / "c",
+                    verbose=0))
     assert json.loads((out / "checkpoint.json").read_text())["epoch"] == 2
-    report = train(data=tiny_data, out=out, config=_cfg("mobilenet", "edge", epochs=3), cache_dir=tmp_path / "c",
-                   resume=True, verbose=0)
+    report = train(TrainSpec(data=tiny_data, out=out, config=_cfg("mobilenet", "edge", epochs=3),
+                             cache_dir=tmp_path / "c", resume=True, verbose=0))
     assert report["training"]["epochs_run"] == 3
     assert len(list(csv.DictReader(open(out / "history.csv")))) == 3
 
@@ -200,9 +203,10 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, tiny_data, case):
 
 
 def test_resume_with_a_mismatched_feature_config_is_refused(tiny_data, tmp_path):
-    from training.train import train
+    from training.train import TrainSpec, train
     out = tmp_path / "mismatch"
-    train(data=tiny_data, out=out, config=_cfg("mobilenet", "edge", epochs=1), cache_dir=tmp_path / "c", verbose=0)
+    train(TrainSpec(data=tiny_data, out=out, config=_cfg("mobilenet", "edge", epochs=1), cache_dir=tmp_path / "c",
+                    verbose=0))
     r = _cli("--data", str(tiny_data), "--out", str(out), "--profile", "seed", "--width", "0.25", "--resume",
              "--epochs", "2", "--cache-dir", str(tmp_path / "c"), timeout=300)
     assert r.returncode == 2, r.stderr
@@ -212,12 +216,13 @@ def test_resume_with_a_mismatched_feature_config_is_refused(tiny_data, tmp_path)
 @pytest.mark.slow
 def test_exported_weights_rebuild_the_run_on_another_host(tiny_data, tmp_path):
     """--export-weights (a GPU host) then weights_io.import_run (here): the same network, weights and split."""
-    from training.train import train
+    from training.train import TrainSpec, train
     from training.weights_io import import_run
 
     gpu = tmp_path / "gpu_run"
-    report = train(data=tiny_data, out=gpu, config=_cfg("mobilenet", "edge", epochs=2), cache_dir=tmp_path / "c",
-                   save_features=tmp_path / "feats.npz", export_weights=tmp_path / "w", verbose=0)
+    report = train(TrainSpec(data=tiny_data, out=gpu, config=_cfg("mobilenet", "edge", epochs=2),
+                             cache_dir=tmp_path / "c", save_features=tmp_path / "feats.npz",
+                             export_weights=tmp_path / "w", verbose=0))
     home = tmp_path / "home"
     imported = import_run(weights_dir=tmp_path / "w", prefix="gpu_run", features=tmp_path / "feats.npz", out=home,
                           data=tiny_data)
@@ -234,17 +239,78 @@ def test_exported_weights_rebuild_the_run_on_another_host(tiny_data, tmp_path):
     assert "over 8 training clips (1 batches)" in summary["bn_recalibrated"]
 
 
-def test_network_flag_and_its_model_alias():
+def test_network_flag_and_its_deprecated_model_spelling(capsys):
     from training.train import build_parser
 
     p = build_parser()
     assert p.parse_args(["--out", "x"]).network == "mobilenet"
     assert p.parse_args(["--out", "x", "--network", "resnet18"]).network == "resnet18"
+    assert capsys.readouterr().err == ""
     assert p.parse_args(["--out", "x", "--model", "resnet18"]).network == "resnet18"
+    assert capsys.readouterr().err.strip() == "python -m training.train: --model is deprecated; use --network"
     help_text = " ".join(p.format_help().split())
-    assert "--network {mobilenet,resnet18}" in help_text and "alias of --network" in help_text
+    assert "--network {mobilenet,resnet18}" in help_text and "--model" not in help_text
+    assert "(default: None)" not in help_text and "%%" not in help_text and "90% / 87%" in help_text
     with pytest.raises(SystemExit):
         p.parse_args(["--out", "x", "--network", "vgg"])
+
+
+def _write_spec(path: Path, spec: dict) -> Path:
+    path.write_text(json.dumps(spec))
+    return path
+
+
+def test_config_file_is_the_defaults_that_flags_override(tmp_path):
+    from training.config import TrainConfig
+    from training.train import parse_args, spec_from_args
+
+    f = _write_spec(tmp_path / "spec.json", {"data": "d", "out": "runs/a", "negatives": ["n1", "n2"],
+                                             "config": {"epochs": 7, "learning_rate": 0.01, "augment": False,
+                                                        "negative_snr_db": [3, 9]},
+                                             "frontend": {"n_mels": 32}, "naming": {"group_regex": "^(a)"}})
+    spec = spec_from_args(parse_args(["--config", str(f)]))
+    assert (spec.data, spec.out, list(spec.negatives)) == ("d", "runs/a", ["n1", "n2"])
+    assert spec.config == TrainConfig(epochs=7, learning_rate=0.01, augment=False, negative_snr_db=(3.0, 9.0))
+    assert spec.frontend.n_mels == 32 and spec.naming.group_regex == "^(a)"
+    given = spec_from_args(parse_args(["--config", str(f), "--epochs", "60", "--out", "runs/b", "--lr", "0.5"]))
+    assert (given.config.epochs, given.config.learning_rate, given.out) == (60, 0.5, "runs/b")   # flags win
+    assert given.config.augment is False and given.data == "d"                                  # the rest: the file
+    plain = spec_from_args(parse_args(["--out", "o"]))
+    assert plain.config == TrainConfig() and plain.verbose == 1
+
+
+def test_a_run_folders_spec_repeats_the_run(tmp_path):
+    from training.spec import TrainSpec, read_spec
+    from training.train import parse_args, spec_from_args
+
+    args = ["--data", "d", "--out", "o", "--network", "resnet18", "--study-recipe", "--no-class-weights",
+            "--negatives", "n", "--noise-negatives", "n/noise", "--clip-seconds", "auto", "--quiet", "--hop-ms", "12"]
+    spec = spec_from_args(parse_args(args))
+    f = _write_spec(tmp_path / "train_spec.json", spec.to_dict())
+    again = spec_from_args(parse_args(["--config", str(f)]))
+    assert again == read_spec(f) == spec and isinstance(again, TrainSpec)
+    assert again.config.target_accuracy == 0.87 and again.verbose == 0
+
+
+def test_out_is_needed_on_the_command_line_or_in_the_config_file(tmp_path):
+    r = _cli("--data", str(tmp_path), timeout=120)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        'training.train: error: pass --out DIR, the run folder to write (or an "out" in the --config file)'], r.stderr
+
+
+@pytest.mark.parametrize("content, says", [
+    ({"epochz": 3}, "unknown key 'epochz'"),
+    ({"config": {"learning_rat": 1}}, "unknown key config.'learning_rat'"),
+    ({"layout": "sideways"}, "layout must be one of auto, folders, filenames"),
+    ("[1, 2]", "one JSON object"),
+    ("{not json", "not a readable JSON file"),
+])
+def test_a_bad_config_file_is_one_line_and_exit_2(tmp_path, content, says):
+    f = tmp_path / "spec.json"
+    f.write_text(content if isinstance(content, str) else json.dumps(content))
+    r = _cli("--config", str(f), "--out", str(tmp_path / "o"), timeout=120)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert says in r.stderr and "Traceback" not in r.stderr
 
 
 def test_featureset_centre_is_the_clip_features(tiny_data, tmp_path):

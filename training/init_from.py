@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -23,6 +24,8 @@ from edge.errors import AuricleError
 from edge.features import FeatureConfig
 from training.config import TrainConfig
 from training.run_folder import FEATURE_CONFIG, MODEL, TRAIN_CONFIG
+
+log = logging.getLogger(__name__)
 
 __all__ = ["InitSource", "read_source", "check_frontend", "adopt_normalisation", "frozen_epochs",
            "transfer_weights", "set_backbone_trainable", "with_source_network", "init_backbone", "HEAD"]
@@ -126,8 +129,7 @@ def with_source_network(config: TrainConfig) -> TrainConfig:
         return config
     source = read_source(config.init_from)
     if (source.network, source.width) != (config.network, config.resolved_width()):
-        print(f"--init-from: network {source.network} at width {source.width:g}, as {source.path} was trained",
-              flush=True)
+        log.info(f"--init-from: network {source.network} at width {source.width:g}, as {source.path} was trained")
     return dataclasses.replace(config, network=source.network, width=source.width)
 
 
@@ -139,8 +141,8 @@ def init_backbone(model: Any, cfg: TrainConfig) -> int:
     source = keras.saving.load_model(Path(cfg.init_from) / MODEL, safe_mode=True)
     n = transfer_weights(source, model)
     k = frozen_epochs(cfg.epochs)
-    print(f"--init-from {cfg.init_from}: {n} layers of learnt weights, new classifier; {k} frozen epoch(s), then "
-          "all layers", flush=True)
+    log.info(f"--init-from {cfg.init_from}: {n} layers of learnt weights, new classifier; {k} frozen epoch(s), "
+             "then all layers")
     if k:
         set_backbone_trainable(model, False)
     return k

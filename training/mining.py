@@ -2,18 +2,27 @@
 
 :class:`NegativeMixer` is what the training batches call; :func:`mine_hard_negatives` scores every window
 of the *train* negatives with the current model and keeps those that look like a target sound;
-:func:`fine_tune_on_hard` then trains a few epochs at a low learning rate with those windows over-sampled.
+:func:`mine_and_fine_tune` (the step :func:`training.loop.fit` runs after fitting) then trains a few epochs at
+a low learning rate with those windows over-sampled, round by round, and keeps the best round. Keras and the
+loop are imported inside the functions that train: the mixer alone stays light.
 """
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
 from edge.features import to_model_input
+from training.config import TrainConfig
+from training.featureset import FeatureSet, model_inputs
 from training.negatives import NegativeBank, mix_under
+from training.run_folder import MODEL, save_model_atomic
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -136,3 +145,77 @@ def window_false_accepts(model: Any, bank: NegativeBank, foreground: np.ndarray,
 
 def foreground_mask(labels: Sequence[str], background: Sequence[str]) -> np.ndarray:
     return np.asarray([lab not in set(background) for lab in labels], dtype=bool)
+
+
+# -- hard-negative rounds after training ---------------------------------------------------------
+def freeze_batch_norm(model: Any) -> None:
+    """Batch-norm layers keep their trained statistics in a short fine-tune (Keras 3: a frozen layer runs in
+    inference mode); re-estimating them from batches full of mined windows cost ~5 validation points."""
+    import keras
+
+    for layer in getattr(model, "layers", ()):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.trainable = False
+        else:
+            freeze_batch_norm(layer)   # nested models
+
+
+def _mining_round(model: Any, fs: FeatureSet, cfg: TrainConfig, mixer: NegativeMixer, weights: Any, r: int,
+                  fg: np.ndarray, validation: tuple[np.ndarray, np.ndarray], verbose: int) -> dict[str, Any]:
+    """Mine the train negatives with ``model``, fine-tune it in place; what the round saw and gave."""
+    import keras
+
+    from training.loop import make_batches
+
+    hard, labels, stats = mine_labelled(model, mixer, fg, config=fs.config, threshold=cfg.mine_threshold)
+    log.info(f"mining round {r + 1}: {stats['hard']} hard windows of {stats['windows']} "
+             f"({stats['hard_per_hour']}/h of train negatives, {stats['seconds']} s)")
+    if not stats["hard"]:
+        return {**stats, "epochs": 0}
+    mixer.add_hard(hard, labels)
+    freeze_batch_norm(model)
+    model.compile(optimizer=keras.optimizers.AdamW(cfg.learning_rate * 0.1, weight_decay=cfg.weight_decay),
+                  loss=keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"], jit_compile=cfg.jit_compile)
+    data = make_batches(fs, fs.indices("train"), cfg, seed=cfg.seed + 1000 + r, sample_weights=weights,
+                        negatives=mixer)
+    hist = model.fit(data, validation_data=validation, epochs=cfg.mine_epochs, verbose=verbose)
+    stats["epochs"] = cfg.mine_epochs
+    stats["val_accuracy"] = round(float(hist.history["val_accuracy"][-1]), 4)
+    stats["val_windows_per_hour"] = round(window_false_accepts(model, mixer.bank, fg, config=fs.config,
+                                                               threshold=cfg.mine_threshold), 1)
+    log.info(f"mining round {r + 1}: val accuracy {stats['val_accuracy']:.4f}, validation negatives "
+             f"{stats['val_windows_per_hour']:.0f} windows/h >= {cfg.mine_threshold}")
+    return stats
+
+
+def mine_and_fine_tune(fs: FeatureSet, cfg: TrainConfig, out: Path, mixer: NegativeMixer, weights: Any, *,
+                       verbose: int = 1) -> dict:
+    """Hard-negative rounds on the best model: mine the train negatives, fine-tune ``mine_epochs`` at a tenth
+    of the learning rate with the mined windows over-sampled, repeat. Chosen on validation: the round with
+    the fewest validation-negative windows above the threshold whose validation accuracy fell by at most
+    ``mine_max_drop``, else the model from before mining (kept as ``model_before_mining.keras``)."""
+    import keras
+
+    t0 = time.perf_counter()
+    model = keras.saving.load_model(out / MODEL, safe_mode=True)
+    save_model_atomic(model, out / "model_before_mining.keras")
+    fg = foreground_mask(fs.label_names, [lab for lab in fs.label_names if lab.startswith("_")])
+    val_idx = fs.indices("val")
+    validation = (model_inputs(fs, val_idx), fs.y[val_idx])
+    acc0 = float(np.mean(np.argmax(model.predict(validation[0], verbose=0), axis=1) == validation[1]))
+    before = window_false_accepts(model, mixer.bank, fg, config=fs.config, threshold=cfg.mine_threshold)
+    log.info(f"mining: val accuracy {acc0:.4f}, validation negatives {before:.0f} windows/h score >= "
+             f"{cfg.mine_threshold}")
+    rounds, chosen, best_fa = [], 0, before
+    for r in range(cfg.mine_rounds):
+        stats = _mining_round(model, fs, cfg, mixer, weights, r, fg, validation, verbose)
+        rounds.append(stats)
+        if not stats["epochs"]:
+            break
+        if stats["val_accuracy"] >= acc0 - cfg.mine_max_drop and stats["val_windows_per_hour"] < best_fa:
+            chosen, best_fa = r + 1, stats["val_windows_per_hour"]
+            save_model_atomic(model, out / MODEL)
+    log.info(f"mining: kept {'round ' + str(chosen) if chosen else 'the model from before mining'}")
+    return {"threshold": cfg.mine_threshold, "val_accuracy_before": round(acc0, 4),
+            "val_windows_per_hour_before": round(before, 1), "max_accuracy_drop": cfg.mine_max_drop,
+            "rounds": rounds, "chosen_round": chosen, "seconds": round(time.perf_counter() - t0, 2)}

@@ -26,7 +26,6 @@ import hashlib
 import json
 import logging
 import os
-import sys
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -229,12 +228,12 @@ def load_negative_bank(roots: Sequence[str | os.PathLike[str]], config: FeatureC
     for k, f in enumerate(files, 1):
         frames.append(file_features(f.path, config, cache))
         if progress and (k % 200 == 0 or k == len(files)):
-            print(f"negatives: {k}/{len(files)} files", file=sys.stderr, flush=True)
+            log.info(f"negatives: {k}/{len(files)} files")
     bank = NegativeBank(config=config, files=files, frames=frames)
     if progress:
         s = bank.summary()
-        print("negatives: " + ", ".join(f"{k} {v['files']} files / {v['hours']:.2f} h" for k, v in s.items()
-                                        if k in splits), file=sys.stderr, flush=True)
+        log.info("negatives: " + ", ".join(f"{k} {v['files']} files / {v['hours']:.2f} h" for k, v in s.items()
+                                           if k in splits))
     return bank
 
 

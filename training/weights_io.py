@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from edge.cliutil import setup_logging
 from edge.errors import AuricleError, run_cli
 from edge.features import FeatureConfig, model_input_shape
 from edge.fileio import atomic_writer, write_json_atomic, write_text_atomic
@@ -25,6 +27,8 @@ from training.featureset import FeatureSet
 from training.report import write_report
 from training.run_folder import (HISTORY, MODEL, SPLIT, TRAIN_CONFIG, TRAIN_SUMMARY, save_model_atomic,
                                  write_feature_config, write_labels, write_split)
+
+log = logging.getLogger("training.weights_io")   # not __name__: run as a script, that is "__main__"
 
 
 def export_weights(model: Any, out_dir: str | Path, *, prefix: str, meta: dict[str, Any], max_mb: float = 16.0,
@@ -94,7 +98,7 @@ def import_run(*, weights_dir: str | Path, prefix: str, features: str | Path, ou
         batches = recalibrate_batchnorm(model, fs, clips=recalibrate_bn)
         summary["bn_recalibrated"] = f"moving statistics re-estimated over {recalibrate_bn} training clips " \
                                      f"({batches} batches) after import"
-        print(summary["bn_recalibrated"], flush=True)
+        log.info(summary["bn_recalibrated"])
     model.compile(loss="sparse_categorical_crossentropy", metrics=["accuracy"])
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -129,6 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                      help="re-estimate batch-norm statistics over CLIPS training clips (repairs short runs)")
     imp.add_argument("--data", help="the dataset folder the features came from (recorded for the converter)")
     args = p.parse_args(argv)
+    setup_logging(logging.INFO)
     report = import_run(weights_dir=args.weights, prefix=args.prefix, features=args.features, out=args.out,
                         data=args.data, recalibrate_bn=args.recalibrate_bn)
     print(f"{args.out}: test accuracy {report['accuracy'].get('test', float('nan')):.4f}")
