@@ -171,6 +171,10 @@ def _block(a: argparse.Namespace, ev: Any) -> dict[str, Any]:
         choice = choose_per_label(ev.sweep, hours=ev.negative_hours, target_fa=a.target_fa, max_frr=a.max_frr)
         block.update(per_label_block(choice, target_fa=None if a.max_frr is not None else a.target_fa,
                                      max_frr=a.max_frr))
+        block["common_threshold_point"] = {            # what one threshold for all gave under --target-fa
+            "threshold": best.threshold, "smooth": best.smooth, "min_gap": best.min_gap,
+            "false_accepts_per_hour": round(best.false_accepts_per_hour, 3),
+            "false_reject_rate": None if best.false_reject_rate is None else round(best.false_reject_rate, 4)}
         m = block["measured_on_validation"]
         print(f"per keyword: smooth {choice.smooth}, min-gap {choice.min_gap}, "
               + ", ".join(f"{k} {v:g}" for k, v in block["label_thresholds"].items())
