@@ -89,7 +89,8 @@ def markdown(figures: Sequence[BundleFigures], *, negatives: str, extra: Sequenc
         frr_lo, frr_hi = proportion_interval(pos["misses"], pos["truth_words"])
         other = (f"{x['negative_hours']:.2f} h | {x['false_accepts']['total']} | {x['false_accepts_per_hour']:.1f}"
                  if x else "- | - | -")
-        lines.append(f"| `{f.bundle}` | {s['threshold']:g} / {s['smooth']} / {s['min_gap']:g} s "
+        thr = "per keyword" if s.get("label_thresholds") else f"{s['threshold']:g}"
+        lines.append(f"| `{f.bundle}` | {thr} / {s['smooth']} / {s['min_gap']:g} s "
                      f"| {h['negative_hours']:.2f} h | {h['false_accepts']['total']} | {h['false_accepts_per_hour']:.1f} "
                      f"| {other} | {fa / hours:.1f} ({fa_lo:.1f}-{fa_hi:.1f}) | {100 * h['false_reject_rate']:.1f} % "
                      f"({pos['misses']}/{pos['truth_words']}; {100 * frr_lo:.0f}-{100 * frr_hi:.0f} %) |")

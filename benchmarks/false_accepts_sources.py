@@ -119,15 +119,10 @@ def model_pass(det: Any, bundle: Any, files: dict[str, list[tuple[Path, float]]]
 def _point(det: Any, streams: list, positive: Any = None, truth: Any = None, thresholds: Sequence[float] = ()) -> list:
     """The detector's own settings replayed (``thresholds``: a sweep of the common threshold instead, with
     any per-keyword thresholds set aside, so every keyword moves along the curve)."""
-    import types
-
     from edge.evaluate import SweepGrid, sweep
 
-    if thresholds:
-        det = types.SimpleNamespace(settings=det.settings.replace(label_thresholds=()), labels=det.labels,
-                                    background=det.background, min_gap=det.min_gap)
     grid = SweepGrid(thresholds=thresholds or [det.settings.threshold], smooths=[det.settings.smooth],
-                     min_gaps=[det.settings.min_gap])
+                     min_gaps=[det.settings.min_gap], label_thresholds=not thresholds)
     return sweep(streams, positive, truth, det, grid)
 
 

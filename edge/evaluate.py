@@ -111,6 +111,9 @@ class SweepGrid:
     thresholds: Sequence[float] = DEFAULT_THRESHOLDS
     smooths: Sequence[int] = DEFAULT_SMOOTHS
     min_gaps: Sequence[float] | None = None
+    # False: each point is one threshold for every keyword (the detector's per-keyword thresholds set aside,
+    # or the threshold axis would not move them); True: keep them (replaying the detector's own point)
+    label_thresholds: bool = False
 
 
 # -- inputs -----------------------------------------------------------------------------------------------
@@ -222,6 +225,8 @@ def sweep(negatives: list[StreamScores], positive: StreamScores | None, truth: l
     for min_gap, smooth, threshold in itertools.product(grid.min_gaps or [detector.min_gap], grid.smooths,
                                                         grid.thresholds):
         point = detector.settings.replace(threshold=threshold, smooth=smooth, min_gap=min_gap)
+        if not grid.label_thresholds:
+            point = point.replace(label_thresholds=())
 
         def gate() -> EventGate:
             return EventGate(detector.labels, detector.background, point)
@@ -312,6 +317,8 @@ def evaluate(bundle: Bundle | str | os.PathLike[str] | None, settings: DetectorS
     audio = neg_seconds + (pos_scores.seconds if pos_scores else 0.0)
     used = {"hop": det.hop_seconds, "threshold": det.threshold, "smooth": det.smooth, "min_gap": det.min_gap,
             "model": det.model_kind, "split": data.split}
+    if det.settings.label_thresholds:
+        used["label_thresholds"] = dict(det.settings.label_thresholds)
     return Evaluation(bundle=b.name, settings=used, negative_files=len(files), negative_hours=neg_seconds / 3600,
                       point=point, sweep=rows, wall_seconds=time.perf_counter() - t0, audio_seconds=audio,
                       false_accept_events=fa_events)
@@ -449,7 +456,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "folder given) puts in this part; default: all files")
     p.add_argument("--positives", metavar="WAV", help="a stream of target sounds (needs --truth)")
     p.add_argument("--truth", metavar="CSV", help="its ground truth: start,end,label rows in seconds")
-    p.add_argument("--sweep", action="store_true", help="also replay a grid of thresholds x smoothing (DET curve)")
+    p.add_argument("--sweep", action="store_true", help="also replay a grid of thresholds x smoothing (DET "
+                   "curve; one threshold for every keyword, per-keyword thresholds set aside)")
     p.add_argument("--thresholds", type=_floats, default=DEFAULT_THRESHOLDS, metavar="LIST",
                    help="sweep thresholds, comma-separated (default %(default)s)")
     p.add_argument("--smooths", type=_ints, default=DEFAULT_SMOOTHS, metavar="LIST",
