@@ -73,17 +73,18 @@ def first_run(port: int, *extra: str, delay: float = SUBSCRIBE_DELAY) -> tuple[l
 def test_a_first_run_reaches_a_subscriber_that_subscribes_after_discovery(broker, demo_rows):
     want = [(d["label"], d["time"]) for d in demo_rows if d["type"] == "event"]
     got, summary = first_run(broker.port)
-    assert [(d["label"], d["time"]) for d in got] == want and len(want) == 9
-    assert summary["mqtt"]["published"] == summary["mqtt"]["events"] == 9
+    assert [(d["label"], d["time"]) for d in got] == want and len(want) >= 9      # the demo's bar
+    assert summary["mqtt"]["published"] == summary["mqtt"]["events"] == len(want)
 
 
-def test_without_the_discovery_wait_a_first_run_loses_events(broker):
+def test_without_the_discovery_wait_a_first_run_loses_events(broker, demo_rows):
     """The failure the wait prevents: events published at once miss the entity being created."""
     # the subscriber takes 3 s here: a listener slowed down by busy CPUs must still publish its first event
     # before the subscription, or the run would deliver everything and show nothing
+    n = sum(d["type"] == "event" for d in demo_rows)
     got, summary = first_run(broker.port, "--mqtt-discovery-wait", "0", delay=3.0)
-    assert summary["mqtt"]["published"] == 9          # the broker took them all ...
-    assert len(got) < 9                               # ... but the late subscriber never saw some
+    assert summary["mqtt"]["published"] == n          # the broker took them all ...
+    assert len(got) < n                               # ... but the late subscriber never saw some
 
 
 def listening_socket(behaviour) -> tuple[socket.socket, threading.Thread]:
@@ -135,12 +136,13 @@ def test_tls_to_a_plain_port_is_named_a_failed_tls_handshake(broker):
     assert "leave out --mqtt-tls" in text and "is running" not in text
 
 
-def test_a_small_queue_does_not_drop_events_held_for_discovery(broker):
+def test_a_small_queue_does_not_drop_events_held_for_discovery(broker, demo_rows):
     """Events held for discovery with the broker connected are not waiting for an absent broker: a queue
     smaller than what a first run publishes during the hold must not drop them."""
+    n = sum(d["type"] == "event" for d in demo_rows)
     got, summary = first_run(broker.port, "--mqtt-queue", "3")
-    assert summary["mqtt"]["dropped"] == 0 and summary["mqtt"]["published"] == 9, summary["mqtt"]
-    assert len(got) == 9
+    assert summary["mqtt"]["dropped"] == 0 and summary["mqtt"]["published"] == n, summary["mqtt"]
+    assert len(got) == n
 
 
 def publisher(port: int, wait: float, name: str):
