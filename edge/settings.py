@@ -44,11 +44,8 @@ LabelThresholds = tuple[tuple[str, float], ...]
 
 def label_thresholds(value: Any) -> LabelThresholds:
     """Per-label thresholds as the settings hold them (sorted ``(label, threshold)`` pairs), from a mapping
-    (a manifest), pairs, or ``LABEL=P`` texts (the command line)."""
-    if isinstance(value, Mapping):
-        items = list(value.items())
-    else:
-        items = [tuple(v.split("=", 1)) if isinstance(v, str) else tuple(v) for v in value]
+    (a manifest) or pairs (the command line's ``LABEL=P``, parsed by its argparse type)."""
+    items = list(value.items()) if isinstance(value, Mapping) else [tuple(v) for v in value]
     out: dict[str, float] = {}
     for item in items:
         if len(item) != 2 or not str(item[0]):
