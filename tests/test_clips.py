@@ -338,3 +338,15 @@ def test_class_weights_ignore_a_class_without_clips():
     w = class_weights(np.array([0, 0, 1]), 3)
     assert w[0] == pytest.approx(0.75) and w[1] == pytest.approx(1.5) and w[2] == 0.0
     assert class_weights(np.array([0, 1, 1, 1]), 2) == pytest.approx({0: 2.0, 1: 2 / 3})
+
+
+def test_class_weights_are_capped_when_classes_are_far_apart():
+    from training.featureset import MAX_WEIGHT_RATIO, class_weights
+
+    y = np.array([0] * 300 + [1] * 300 + [2] * 5)          # 60x apart
+    w = class_weights(y, 3)
+    assert w[2] == pytest.approx(MAX_WEIGHT_RATIO * w[0]) and w[0] == pytest.approx(w[1])
+    plain = class_weights(y, 3, max_ratio=1e9)
+    assert np.mean(list(w.values())) == pytest.approx(np.mean(list(plain.values())))
+    near = np.array([0] * 300 + [1] * 40)                   # 7.5x apart: plain inverse frequency
+    assert class_weights(near, 2) == class_weights(near, 2, max_ratio=1e9)

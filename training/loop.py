@@ -26,7 +26,8 @@ from edge.sysinfo import cpu_description, cpu_name
 from training.bn_check import auto_bn_momentum, bn_summary, make_precise_bn_callback
 from training.config import TrainConfig
 from training.distill import Teacher, soft_targets
-from training.featureset import AugmentConfig, FeatureSet, augment_batch, class_weights, normalisation_stats
+from training.featureset import (MAX_WEIGHT_RATIO, AugmentConfig, FeatureSet, augment_batch, class_weights,
+                                normalisation_stats)
 from training.init_from import (adopt_normalisation, check_frontend, frozen_epochs, init_backbone, read_source,
                                 set_backbone_trainable)
 from training.models import build_model
@@ -113,6 +114,12 @@ def class_weight_vector(fs: FeatureSet, train_idx: np.ndarray, cfg: TrainConfig)
     if not cfg.class_weighting:
         return None
     num_classes = len(fs.label_names)
+    counts = np.bincount(fs.y[train_idx], minlength=num_classes)
+    present = counts[counts > 0]
+    if present.size and present.max() > MAX_WEIGHT_RATIO * present.min():
+        rare = fs.label_names[int(np.argmin(np.where(counts > 0, counts, np.inf)))]
+        log.warning(f"classes are {present.max() / present.min():.0f}x apart in train clips ({rare!r} has "
+                    f"{present.min()}); class weights are capped at {MAX_WEIGHT_RATIO:g}x (--no-class-weights: none)")
     cw = class_weights(fs.y[train_idx], num_classes)
     return np.asarray([cw[i] for i in range(num_classes)], dtype=np.float32)
 
