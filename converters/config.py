@@ -47,6 +47,7 @@ class QuantizeConfig:
     name: str | None = None
     c_array: bool = False            # write model_data.h/.cc (TFLite Micro); off: the manifest says how
     force: bool = False              # replace a bundle the repository ships
+    backbone: bool = False           # carry the Keras network too (backbone.keras) for training's --init-from
 
     def __post_init__(self) -> None:
         for key in ("run", "out", "data"):   # paths as given (str or os.PathLike), kept as text
@@ -56,7 +57,7 @@ class QuantizeConfig:
         self._check()
         for key in ("max_drop", "float_max_mb", "c_array_max_mb"):
             object.__setattr__(self, key, float(getattr(self, key)))
-        for key in ("compile_edgetpu", "require_edgetpu", "c_array", "force"):
+        for key in ("compile_edgetpu", "require_edgetpu", "c_array", "force", "backbone"):
             object.__setattr__(self, key, bool(getattr(self, key)))
         object.__setattr__(self, "seed", int(self.seed))
 
@@ -146,3 +147,4 @@ class Files:
     regenerable: dict[str, Any]      # files left out for size: sha256, bytes, why, the command that writes them
     c_array: dict[str, Any]
     report_files: list[str]          # the run's report files copied in
+    backbone: dict[str, Any] | None = None   # the Keras network carried for --init-from (None: not carried)

@@ -43,7 +43,31 @@ def write_other_files(ctx: Conversion, blobs: dict[str, bytes], paths: dict[str,
         if src_file.is_file():
             write_bytes_atomic(ctx.tmp / name, src_file.read_bytes())
             copied.append(name)
-    return Files(regenerable=regenerable, c_array=c_info, report_files=copied)
+    backbone = _write_backbone(ctx) if ctx.cfg.backbone else None
+    return Files(regenerable=regenerable, c_array=c_info, report_files=copied, backbone=backbone)
+
+
+#: the float Keras network a bundle made with --backbone carries, for training.train --init-from
+BACKBONE_FILE = "backbone.keras"
+
+
+def _write_backbone(ctx: Conversion) -> dict[str, Any]:
+    """The run's Keras network without its optimizer state (the weights are all --init-from needs), and the
+    manifest's ``backbone`` entry."""
+    import keras
+
+    from converters.convert import load_keras_model
+    from training.config import TrainConfig
+
+    model = load_keras_model(ctx.run.model_path)
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    copy.save(ctx.tmp / BACKBONE_FILE)   # not compiled: no optimizer state
+    tc = TrainConfig.from_dict(ctx.run.train_config)
+    ctx.emit(f"{BACKBONE_FILE}: the float network for --init-from "
+             f"({mb((ctx.tmp / BACKBONE_FILE).stat().st_size)})")
+    return {"file": BACKBONE_FILE, "network": tc.network, "width": tc.resolved_width(),
+            "use": f"python -m training.train --init-from {portable(ctx.out)} ... (new classifier, same frontend)"}
 
 
 def _quantize_command(cfg: QuantizeConfig) -> list[str]:
@@ -131,6 +155,7 @@ def build_manifest(ctx: Conversion, model: Any, shape: tuple[int, ...], clips: C
         "verification": verification,
         "edgetpu": tpu,
         "c_array": files.c_array,
+        **({"backbone": files.backbone} if files.backbone else {}),
         "conversion": {
             "config": {**cfg.to_dict(), **{k: portable(getattr(cfg, k)) if getattr(cfg, k) else None
                                            for k in ("run", "out", "data")}},

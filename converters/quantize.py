@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "and labels are the same)")
     p.add_argument("--c-array", action="store_true",
                    help="also write model_data.h/.cc, the int8 model as a C array for TensorFlow Lite Micro")
+    p.add_argument("--backbone", action="store_true",
+                   help="also carry the float Keras network (backbone.keras, no optimizer state), so that "
+                        "python -m training.train --init-from BUNDLE can fine-tune from this bundle")
     p.add_argument("--io", choices=IO_TYPES, default="int8",
                    help="input/output tensor type of the int8 model; uint8 is what Coral's tools expect (default int8)")
     p.add_argument("--representative", type=int, default=DEFAULT_REPRESENTATIVE, metavar="N",

@@ -62,8 +62,10 @@ def build_tiny_model(input_shape: Sequence[int], n_classes: int):
 
 
 def make_tiny_run(out_dir: str | os.PathLike[str], *, labels: Sequence[str] = DEFAULT_LABELS, n_train: int = 4,
-                  epochs: int = 20, seed: int = 0, data_dir: Path = DATA_DIR) -> Path:
-    """Train a tiny edge-profile model and write a run folder at ``out_dir`` (atomically)."""
+                  epochs: int = 20, seed: int = 0, data_dir: Path = DATA_DIR,
+                  network: tuple[str, float] | None = None) -> Path:
+    """Train a tiny edge-profile model and write a run folder at ``out_dir`` (atomically). ``network``
+    (name, width) trains one of :mod:`training.models` instead of the tiny conv net."""
     import keras
 
     from edge.features import edge_config, fit_to_clip, log_mel, model_input_shape, to_model_input
@@ -94,7 +96,14 @@ def make_tiny_run(out_dir: str | os.PathLike[str], *, labels: Sequence[str] = DE
     y = np.asarray(ys, dtype=np.int64)
 
     keras.utils.set_random_seed(seed)
-    model = build_tiny_model(model_input_shape(config), len(labels))
+    if network is None:
+        model = build_tiny_model(model_input_shape(config), len(labels))
+        name, width = "tiny", 1.0
+    else:
+        from training.models import build_model
+
+        name, width = network
+        model = build_model(name, model_input_shape(config), len(labels), profile="edge", width=width)
     model.compile(optimizer=keras.optimizers.Adam(0.01), loss="sparse_categorical_crossentropy",
                   metrics=["accuracy"], jit_compile=False)
     hist = model.fit(x, y, epochs=epochs, batch_size=32, verbose=0, shuffle=True)
@@ -109,10 +118,10 @@ def make_tiny_run(out_dir: str | os.PathLike[str], *, labels: Sequence[str] = DE
         write_split(tmp / "split.csv", rows)
         sizes = {s: sum(1 for r in rows if r.split == s) for s in ("train", "val", "test")}
         write_json_atomic(tmp / "train_config.json", {
-            "network": "tiny", "profile": "edge", "width": 1.0, "epochs": epochs, "seed": seed,
+            "network": name, "profile": "edge", "width": width, "epochs": epochs, "seed": seed,
             "data": str(data_dir)})
         write_json_atomic(tmp / "report.json", {
-            "network": "tiny", "profile": "edge", "width": 1.0, "labels": list(labels),
+            "network": name, "profile": "edge", "width": width, "labels": list(labels),
             "input_shape": list(model_input_shape(config)), "params": int(model.count_params()),
             "split_sizes": sizes, "accuracy": {"train": round(train_acc, 4)},
             "split_rule": "tests/tiny_run.py: first n_train clips per class train, the rest test"})

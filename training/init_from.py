@@ -1,9 +1,11 @@
 """``--init-from RUN``: start from a trained network's learnt features instead of random weights.
 
 The source is a run folder of :mod:`training.train` (its ``model.keras``, ``feature_config.json`` and
-``train_config.json``). A bundle holds only TFLite models, whose batch norms are folded into the
-convolutions and whose int8 weights are quantised: it cannot give the Keras weights back honestly, so a
-bundle is refused with the name of the run it was made from.
+``train_config.json``), or a bundle that carries its float network (``backbone.keras``, written by
+``converters/quantize.py --backbone``, listed with its sha256 in the manifest), by folder or by the name of a
+shipped bundle (``--init-from backbone_edge``). A bundle of TFLite models only is refused: their batch norms
+are folded into the convolutions and the int8 weights are quantised, so they cannot give the Keras weights back
+honestly.
 
 The new network is built for the user's labels and window length with the source's network and width; every
 layer but the classifier takes the source's weights (by layer name; convolution kernels do not depend on the
@@ -22,6 +24,8 @@ from typing import Any, NamedTuple
 
 from edge.errors import AuricleError
 from edge.features import FeatureConfig
+from edge.fileio import sha256_file
+from edge.shipped import find_bundle
 from training.config import TrainConfig
 from training.run_folder import FEATURE_CONFIG, MODEL, TRAIN_CONFIG
 
@@ -42,18 +46,21 @@ class InitSource(NamedTuple):
     network: str
     width: float
     feature_config: FeatureConfig
+    model_file: Path
 
 
 def read_source(path: str | Path) -> InitSource:
-    """The run folder ``path`` names, checked: one line for a missing path, a bundle, or a folder that is not a
-    finished run."""
+    """The run folder or backbone bundle ``path`` names, checked: one line for a missing path, a bundle without
+    its network, or a folder that is not a finished run."""
     p = Path(path)
     if not p.exists():
-        raise AuricleError(f"--init-from {path}: no such folder; pass a run folder of training.train (its --out)")
+        shipped = find_bundle(str(path)) if p.name == str(path) else None
+        if shipped is None:
+            raise AuricleError(f"--init-from {path}: no such folder; pass a run folder of training.train (its "
+                               "--out) or a bundle with a backbone (e.g. backbone_edge)")
+        p = shipped
     if (p / "manifest.json").is_file() and not (p / MODEL).is_file():
-        run = _bundle_run(p)
-        raise AuricleError(f"--init-from {path} is a bundle: it holds TFLite models, not the Keras weights to "
-                           f"fine-tune; pass the run folder it was converted from{run}")
+        return _bundle_source(p)
     missing = [n for n in (MODEL, FEATURE_CONFIG, TRAIN_CONFIG) if not (p / n).is_file()]
     if missing:
         raise AuricleError(f"--init-from {path} is not a finished run folder (no {', '.join(missing)}); pass the "
@@ -63,7 +70,27 @@ def read_source(path: str | Path) -> InitSource:
         fc = FeatureConfig.from_json((p / FEATURE_CONFIG).read_text())
     except (ValueError, TypeError) as exc:
         raise AuricleError(f"--init-from {path}: cannot read its configuration ({exc}); retrain that run") from None
-    return InitSource(p, cfg.network, cfg.resolved_width(), fc)
+    return InitSource(p, cfg.network, cfg.resolved_width(), fc, p / MODEL)
+
+
+def _bundle_source(bundle: Path) -> InitSource:
+    """A bundle made with ``--backbone``: its network file, checked against the manifest's sha256."""
+    try:
+        manifest = json.loads((bundle / "manifest.json").read_text())
+        entry = manifest.get("backbone")
+        fc = FeatureConfig.from_dict(manifest["feature_config"])
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        raise AuricleError(f"--init-from {bundle}: cannot read its manifest ({exc}); convert the run again") from None
+    if not isinstance(entry, dict):
+        raise AuricleError(f"--init-from {bundle} is a bundle of TFLite models only, not the Keras weights to "
+                           f"fine-tune; pass the run folder it was converted from{_bundle_run(bundle)}, or a "
+                           "bundle made with converters/quantize.py --backbone (e.g. backbone_edge)")
+    file = bundle / str(entry.get("file"))
+    expected = (manifest.get("files") or {}).get(file.name)
+    if not file.is_file() or file.parent != bundle or expected != sha256_file(file):
+        raise AuricleError(f"--init-from {bundle}: its {file.name} is missing or does not match the manifest's "
+                           "sha256; restore the bundle (git checkout) or convert the run again with --backbone")
+    return InitSource(bundle, str(entry.get("network")), float(entry.get("width")), fc, file)
 
 
 def _bundle_run(bundle: Path) -> str:
@@ -138,7 +165,7 @@ def init_backbone(model: Any, cfg: TrainConfig) -> int:
     frozen phase. Returns that phase's epochs (the caller compiles for them)."""
     import keras
 
-    source = keras.saving.load_model(Path(cfg.init_from) / MODEL, safe_mode=True)
+    source = keras.saving.load_model(read_source(cfg.init_from).model_file, safe_mode=True)
     n = transfer_weights(source, model)
     k = frozen_epochs(cfg.epochs)
     log.info(f"--init-from {cfg.init_from}: {n} layers of learnt weights, new classifier; {k} frozen epoch(s), "
