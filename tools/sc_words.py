@@ -8,7 +8,8 @@ general backbone users fine-tune with ``training.train --init-from`` -- needs a 
 
 Every link keeps the ``<speaker>_nohash_<n>`` name, so the speaker-disjoint split (sha1 of the speaker) puts
 each clip in the same split as it has in the keyword bundles' runs: no test speaker reaches the train part.
-``_silence_`` is linked as it is. Nothing is copied; an existing link is left alone.
+``_silence_`` is linked as it is. Nothing is copied; an existing link is left alone. ``--words`` links only
+those (a word subset for a learning curve: ``--words left right on off --out runs/sc4``).
 """
 from __future__ import annotations
 
@@ -47,11 +48,17 @@ def word_links(data: Path) -> list[tuple[Path, str, str]]:
     return links
 
 
-def link_words(data: Path, out: Path) -> Counter:
-    """Make the per-word link tree; returns clips per word."""
+def link_words(data: Path, out: Path, words: Sequence[str] | None = None) -> Counter:
+    """Make the per-word link tree (of ``words`` only, when given); returns clips per word."""
     data = data.resolve()
+    links = word_links(data)
+    missing = sorted(set(words or ()) - {w for _, w, _ in links})
+    if missing:
+        raise AuricleError(f"--words {' '.join(missing)}: not in {data}; choose from its words")
     counts: Counter = Counter()
-    for src, word, name in word_links(data):
+    for src, word, name in links:
+        if words and word not in words:
+            continue
         dst = out / word / name
         if dst.exists() and not dst.resolve() == src:
             raise AuricleError(f"{dst} exists and is not a link to {src}; remove {out} and run again")
@@ -67,11 +74,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  description=__doc__.split("\n\n")[0])
     ap.add_argument("--data", type=Path, required=True, help="a Speech Commands folder (word folders, _unknown_)")
     ap.add_argument("--out", type=Path, required=True, help="the folder of per-word links to make")
+    ap.add_argument("--words", nargs="+", metavar="WORD", help="link only these words (default: every word and "
+                    "_silence_)")
     args = ap.parse_args(argv)
-    counts = link_words(args.data, args.out)
+    counts = link_words(args.data, args.out, args.words)
     words = [w for w in counts if w != SILENCE]
-    print(f"{sum(counts.values())} clips of {len(words)} words (+ {counts[SILENCE]} {SILENCE}) linked into "
-          f"{args.out}; fewest: {min(counts[w] for w in words)} ({min(words, key=counts.__getitem__)})")
+    print(f"{sum(counts[w] for w in words)} clips of {len(words)} words (+ {counts[SILENCE]} {SILENCE}) linked "
+          f"into {args.out}; fewest: {min(counts[w] for w in words)} ({min(words, key=counts.__getitem__)})")
     return 0
 
 
