@@ -12,6 +12,7 @@ Two routes, both deterministic given --seed (cuDNN/XLA kernels aside):
     3. ``python -m tools.make_firmware --import-gpu DIR --only kws_mobilenet_seed kws_resnet18_seed``
 
     python -m tools.make_firmware --only kws_mobilenet_edge      # two 70-epoch runs + averaging: ~3 h here
+    python -m tools.make_firmware --only backbone_edge           # all 35 words, 40 epochs: ~15 min here
 """
 from __future__ import annotations
 
@@ -39,6 +40,9 @@ class Spec:
     noise_negatives: bool = False   # the negatives' noise/ beds are taught as _silence_ (--noise-negatives)
     ensemble_seeds: tuple[int, ...] = ()   # one run per seed, averaged into one model (training.ensemble)
     float_in_git: bool = True   # False: the float32 model is listed under regenerable_files, not written
+    seed: int | None = None   # the spec's own training seed (None: --seed)
+    every_word: bool = False   # trains on all 35 words (runs/sc35, tools.sc_words), not the 12 keyword classes
+    backbone: bool = False   # a starting point for --init-from: quantized with --backbone, not tuned as a detector
 
 
 # Each spec is the recipe its shipped bundle records in manifest.json (tests/test_make_firmware.py checks it).
@@ -52,10 +56,14 @@ SHIPPED = (
     Spec("kws_resnet18_edge", "resnet18", "edge", 50,
          train_args=("--dropout", "0.3", "--weight-decay", "0.01", *AS_SHIPPED),
          negatives=True, float_in_git=False),   # its 13 MB float32 would break the 20 MB budget of model files
+    Spec("backbone_edge", "mobilenet", "edge", 40,
+         train_args=("--width", "0.25", "--no-class-weights", "--patience", "15", "--batch-size", "64"),
+         negatives=True, noise_negatives=True, float_in_git=False, seed=1, every_word=True, backbone=True),
     Spec("kws_mobilenet_seed", "mobilenet", "seed", 40, recalibrate_bn=1024),
     Spec("kws_resnet18_seed", "resnet18", "seed", 40, recalibrate_bn=1024),
 )
 ESC_TRAIN_FOLDS = Path("runs/esc10_folds123")   # ESC-10 folds 1-3: negatives to learn from (4-5 stay unseen)
+EVERY_WORD = Path("runs/sc35")   # the Speech Commands words one folder each (tools.sc_words), for the backbone
 
 
 def _run(cmd: list[str]) -> None:
@@ -73,6 +81,8 @@ def negative_sources(negatives: Path) -> list[str]:
 def train_command(spec: Spec, data: Path, seed: int, negatives: Path, out: str | None = None) -> list[str]:
     """The ``training.train`` command line that rebuilds one shipped bundle's run (or one ensemble member's,
     into ``out``) on this machine."""
+    data = EVERY_WORD if spec.every_word else data
+    seed = seed if spec.seed is None else spec.seed
     cmd = [sys.executable, "-m", "training.train", "--data", str(data), "--network", spec.network,
            "--profile", spec.profile, "--epochs", str(spec.epochs), "--patience", "0", "--seed", str(seed),
            *spec.train_args, "--quiet", "--out", out or f"runs/{spec.name}"]
@@ -98,10 +108,16 @@ def prepare_negatives(esc10: Path) -> None:
               "--out", str(ESC_TRAIN_FOLDS)])
 
 
+def prepare_every_word(data: Path) -> None:
+    """Link the Speech Commands words one folder each into runs/sc35 once (the backbone's data)."""
+    if not (ROOT / EVERY_WORD).is_dir():
+        _run([sys.executable, "-m", "tools.sc_words", "--data", str(data), "--out", str(EVERY_WORD)])
+
+
 def quantize(spec: Spec, data: Path) -> None:
     _run([sys.executable, "-m", "converters.quantize", "--run", f"runs/{spec.name}", "--out",
-          f"firmware_assets/{spec.name}", "--data", str(data), "--force",
-          *(() if spec.float_in_git else ("--float-max-mb", "0"))])
+          f"firmware_assets/{spec.name}", "--data", str(EVERY_WORD if spec.every_word else data), "--force",
+          *(() if spec.float_in_git else ("--float-max-mb", "0")), *(("--backbone",) if spec.backbone else ())])
 
 
 def tune(spec: Spec, data: Path, negatives: Path) -> None:
@@ -176,13 +192,15 @@ def main(argv=None) -> int:
             if not folder.is_dir():
                 raise AuricleError(f"{flag} folder {folder} does not exist; pass {flag} (see ../shared/data/README.md)")
         prepare_negatives(a.esc10)
+    if any(s.every_word for s in specs):
+        prepare_every_word(a.data)
     for spec in specs:
         for cmd in ([_import_command(spec, a.import_gpu, a.gpu_features, a.data)] if a.import_gpu
                     else build_commands(spec, a.data, a.seed, a.negatives)):
             _run(cmd)
         if not a.skip_quantize:
             quantize(spec, a.data)
-            if spec.profile == "edge":
+            if spec.profile == "edge" and not spec.backbone:
                 tune(spec, a.data, a.negatives)
     return 0
 
