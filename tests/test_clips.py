@@ -340,13 +340,18 @@ def test_class_weights_ignore_a_class_without_clips():
     assert class_weights(np.array([0, 1, 1, 1]), 2) == pytest.approx({0: 2.0, 1: 2 / 3})
 
 
-def test_class_weights_are_capped_when_classes_are_far_apart():
-    from training.featureset import MAX_WEIGHT_RATIO, class_weights
+def test_classes_far_apart_train_without_class_weights(caplog):
+    import types
 
-    y = np.array([0] * 300 + [1] * 300 + [2] * 5)          # 60x apart
-    w = class_weights(y, 3)
-    assert w[2] == pytest.approx(MAX_WEIGHT_RATIO * w[0]) and w[0] == pytest.approx(w[1])
-    plain = class_weights(y, 3, max_ratio=1e9)
-    assert np.mean(list(w.values())) == pytest.approx(np.mean(list(plain.values())))
-    near = np.array([0] * 300 + [1] * 40)                   # 7.5x apart: plain inverse frequency
-    assert class_weights(near, 2) == class_weights(near, 2, max_ratio=1e9)
+    from training.config import TrainConfig
+    from training.loop import MAX_WEIGHT_RATIO, class_weight_vector
+
+    far = types.SimpleNamespace(y=np.array([0] * 300 + [1] * 300 + [2] * 5), label_names=["a", "b", "rare"])
+    idx = np.arange(far.y.size)
+    with caplog.at_level("WARNING", logger="training.loop"):
+        assert class_weight_vector(far, idx, TrainConfig()) is None
+    assert "60x apart" in caplog.text and "'rare' has 5" in caplog.text
+    near = types.SimpleNamespace(y=np.array([0] * 300 + [1] * int(300 / MAX_WEIGHT_RATIO)), label_names=["a", "b"])
+    w = class_weight_vector(near, np.arange(near.y.size), TrainConfig())
+    assert w is not None and w[1] == pytest.approx(MAX_WEIGHT_RATIO * w[0])
+    assert class_weight_vector(near, np.arange(near.y.size), TrainConfig(class_weighting=False)) is None

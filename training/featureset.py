@@ -236,23 +236,12 @@ def model_inputs(fs: FeatureSet, idx: np.ndarray, batch: int = 256) -> np.ndarra
     return np.concatenate(parts)
 
 
-#: the most a class's weight may exceed the smallest one: inverse-frequency weights spanning more (a 35-word
-#: corpus whose rarest words have 5 train clips and whose keywords 330 spans 66x) left a MobileNet predicting
-#: one class; capped, it learns
-MAX_WEIGHT_RATIO = 10.0
-
-
-def class_weights(y: np.ndarray, num_classes: int, max_ratio: float = MAX_WEIGHT_RATIO) -> dict[int, float]:
-    """Inverse-frequency weights over the classes present, at most ``max_ratio`` times the smallest (then
-    rescaled to the same mean); 0 for a class with no clips (a background class whose windows come from
-    --negatives has its own weight). Classes within ``max_ratio`` of each other get plain inverse frequency."""
+def class_weights(y: np.ndarray, num_classes: int) -> dict[int, float]:
+    """Inverse-frequency weights over the classes present (mean 1 over them); 0 for a class with no clips (a
+    background class whose windows come from --negatives has its own weight)."""
     counts = np.bincount(y, minlength=num_classes).astype(float)
     present = counts > 0
     w = np.zeros(num_classes, dtype=float)
     w[present] = counts.sum() / (int(present.sum()) * counts[present])
-    low = w[present].min() if present.any() else 0.0
-    if present.any() and w[present].max() > max_ratio * low:
-        capped = np.minimum(w, max_ratio * low)
-        w = capped * (w[present].mean() / capped[present].mean())
     return {i: float(v) for i, v in enumerate(w)}
 
