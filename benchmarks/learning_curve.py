@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import json
 import logging
 import os
@@ -31,7 +30,8 @@ from typing import Any, Sequence
 
 from edge.cliutil import HelpFormatter, add_verbosity_arguments, log_level, setup_logging
 from edge.errors import AuricleError, run_cli
-from edge.fileio import write_json_atomic, write_text_atomic
+from edge.fileio import write_json_atomic
+from training.subset_split import subset_rows, write_rows
 
 log = logging.getLogger("benchmarks.learning_curve")
 STARTS = ("scratch", "init")
@@ -52,17 +52,8 @@ def base_split(data: Path, split: Path | None, out: Path) -> list[dict[str, str]
 
     clips = discover(data)
     rows = [{"path": relative_path(c.path, data.resolve()), "label": c.label, "split": c.split} for c in clips]
-    write_csv(out, rows)
+    write_rows(out, rows)
     return rows
-
-
-def write_csv(path: Path, rows: list[dict[str, str]]) -> None:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["path", "split"])
-    w.writerows([r["path"], r["split"]] for r in rows)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, buf.getvalue())
 
 
 def per_class_sizes(rows: list[dict[str, str]], sizes: Sequence[str]) -> list[int]:
@@ -105,13 +96,11 @@ def train_command(args: argparse.Namespace, split_file: Path, start: str, out: P
 def run_point(args: argparse.Namespace, rows: list[dict[str, str]], k: int, start: str,
               network: tuple[str, float]) -> dict[str, Any]:
     """One training run (or the finished one's report) -> its point on the curve."""
-    from training.subset_split import subset_rows
-
     folder = args.out / args.name
     out = folder / f"{start}_k{k}"
     if not (out / "report.json").is_file():
         split_file = folder / f"split_k{k}.csv"
-        write_csv(split_file, subset_rows(rows, k, args.seed))
+        write_rows(split_file, subset_rows(rows, k, args.seed))
         log.info(f"{args.name}: {start}, {k} clips per class ...")
         t0 = time.perf_counter()
         r = subprocess.run(train_command(args, split_file, start, out, network), capture_output=True, text=True,

@@ -53,7 +53,7 @@ class TrainConfig:
     mine_max_drop: float = 0.01         # a mined model is kept only if validation accuracy fell by at most this
     teacher: str | None = None          # a bundle whose scores are mixed into the targets (knowledge distillation)
     distill_weight: float = 0.5         # share of the teacher's scores in each positive's target
-    init_from: str | None = None        # a run folder whose learnt weights the network starts from
+    init_from: str | None = None        # a run folder or backbone bundle whose learnt weights the network starts from
 
     def resolved_batch_size(self, train_clips: int) -> int:
         """``batch_size``, else 64 for a large train split and down to 16 for a small one, so that an epoch

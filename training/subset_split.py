@@ -36,6 +36,16 @@ def subset_rows(rows: list[dict[str, str]], per_class: int, seed: int = 0) -> li
     return [r for r in rows if r["split"] != "train" or r["path"] in keep]
 
 
+def write_rows(path: Path, rows: list[dict[str, str]]) -> None:
+    """``path,split`` rows as a split file for ``training.train --split-file``, atomically."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["path", "split"])
+    w.writerows([r["path"], r["split"]] for r in rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, buf.getvalue())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.subset_split", description=__doc__.split("\n\n")[0])
     p.add_argument("split", help="a split file with path and split columns")
@@ -50,11 +60,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not rows or not {"path", "split"} <= set(rows[0]):
         raise AuricleError(f"{args.split}: needs a header with path and split columns")
     kept = subset_rows(rows, args.per_class, args.seed)
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["path", "split"])
-    w.writerows([r["path"], r["split"]] for r in kept)
-    write_text_atomic(Path(args.out), buf.getvalue())
+    write_rows(Path(args.out), kept)
     print(f"{args.out}: {sum(r['split'] == 'train' for r in kept)} train clips, "
           f"{sum(r['split'] != 'train' for r in kept)} validation/test", flush=True)
     return 0

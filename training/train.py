@@ -341,9 +341,10 @@ def _add_negative_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_init_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--init-from", metavar="RUN",
-                   help="start from the learnt weights of a trained run folder (its --out; not a bundle: bundles "
-                        "hold TFLite models only): a new classifier for these labels, a frozen phase (a fifth of "
+    p.add_argument("--init-from", metavar="RUN|BUNDLE",
+                   help="start from learnt weights: a trained run folder (its --out), or a bundle that carries its "
+                        "network (backbone_edge, the shipped general one; converters/quantize.py --backbone "
+                        "makes more): a new classifier for these labels, a frozen phase (a fifth of "
                         "--epochs, at most 10) then all layers at a quarter of --lr; same frontend as that run "
                         "(only --clip-seconds may differ), its network, width and normalisation")
 
