@@ -98,3 +98,13 @@ def test_training_cli_fine_tunes_from_the_bundle(backbone_bundle, tiny_data, tmp
     assert json.loads((out / "train_config.json").read_text())["init_from"] == str(backbone_bundle)
     norm = json.loads((backbone_bundle / "manifest.json").read_text())["feature_config"]["norm_mean"]
     assert json.loads((out / "feature_config.json").read_text())["norm_mean"] == norm
+
+
+def test_the_shipped_backbone_is_found_by_name_and_checks_out():
+    if not (REPO / "firmware_assets" / "backbone_edge" / "manifest.json").is_file():
+        pytest.skip("backbone_edge is not in this checkout")
+    src = read_source("backbone_edge")
+    assert src.path.resolve() == (REPO / "firmware_assets" / "backbone_edge").resolve()
+    assert (src.network, src.width) == ("mobilenet", 0.25) and src.feature_config.profile == "edge"
+    labels = (src.path / "labels.txt").read_text().split()
+    assert len(labels) == 36 and {"yes", "visual", "sheila", "_silence_"} <= set(labels)
