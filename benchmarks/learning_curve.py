@@ -155,6 +155,9 @@ def plot(folder: Path, png: Path, out_json: Path | None) -> list[dict[str, Any]]
             label = "from scratch" if start == "scratch" else f"--init-from {Path(c['init_from']).name}"
             ax.plot([k for k, _ in pts], [a for _, a in pts], style, label=label)
         ax.set_xscale("log")
+        ks = sorted({p["per_class"] for p in c["points"]})
+        ax.set_xticks(ks, [str(k) for k in ks])
+        ax.minorticks_off()
         ax.set_xlabel("train clips per class")
         ax.set_ylabel("clip-level test accuracy (%)")
         ax.set_title(f"{c['name']} ({c['network']} x{c['width']:g}, {c['epochs']} epochs)", fontsize=9)
