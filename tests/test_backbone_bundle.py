@@ -63,6 +63,17 @@ def test_a_changed_backbone_file_is_refused(backbone_bundle, tmp_path):
         read_source(copy)
 
 
+def test_a_backbone_entry_without_its_width_or_leading_out_of_the_bundle_is_refused(backbone_bundle, tmp_path):
+    copy = tmp_path / "b"
+    shutil.copytree(backbone_bundle, copy)
+    m = json.loads((copy / "manifest.json").read_text())
+    for entry, needle in (({**m["backbone"], "width": None}, "incomplete"),
+                          ({**m["backbone"], "file": "../b/backbone.keras"}, "sha256")):
+        (copy / "manifest.json").write_text(json.dumps({**m, "backbone": entry}))
+        with pytest.raises(AuricleError, match=needle):
+            read_source(copy)
+
+
 def test_a_bundle_without_a_backbone_names_the_flag(tmp_path):
     with pytest.raises(AuricleError, match="--backbone"):
         read_source(REPO / "firmware_assets" / "kws_mobilenet_edge")

@@ -85,12 +85,16 @@ def _bundle_source(bundle: Path) -> InitSource:
         raise AuricleError(f"--init-from {bundle} is a bundle of TFLite models only, not the Keras weights to "
                            f"fine-tune; pass the run folder it was converted from{_bundle_run(bundle)}, or a "
                            "bundle made with converters/quantize.py --backbone (e.g. backbone_edge)")
-    file = bundle / str(entry.get("file"))
+    try:
+        file, network, width = bundle / str(entry["file"]), str(entry["network"]), float(entry["width"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise AuricleError(f"--init-from {bundle}: its manifest's backbone entry is incomplete ({exc}); convert "
+                           "the run again with --backbone") from None
     expected = (manifest.get("files") or {}).get(file.name)
     if not file.is_file() or file.parent != bundle or expected != sha256_file(file):
         raise AuricleError(f"--init-from {bundle}: its {file.name} is missing or does not match the manifest's "
                            "sha256; restore the bundle (git checkout) or convert the run again with --backbone")
-    return InitSource(bundle, str(entry.get("network")), float(entry.get("width")), fc, file)
+    return InitSource(bundle, network, width, fc, file)
 
 
 def _bundle_run(bundle: Path) -> str:
