@@ -216,6 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     a = build_parser().parse_args(argv)
+    if not a.name.startswith("peers"):   # checked before the hours of scoring, not after
+        raise AuricleError(f"--name {a.name}: must start with 'peers' (the report reads peers*.json)")
     if a.part:
         engine_rows, hours = run_engine(MAKERS[a.engines[0]](), a.corpus, a.sources, a.quiet)
         write_json_atomic(a.part, {"rows": engine_rows, "hours": hours})
@@ -227,8 +229,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     note = (f"An event: a score at or above the model's threshold, {REFRACTORY:g} s after its previous event. "
             "CPU: microWakeWord rows are the shared frontend plus that model; openWakeWord rows are all "
             "five models with the shared melspectrogram and embedding together (one predict call runs them all).")
-    if not a.name.startswith("peers"):
-        raise AuricleError(f"--name {a.name}: must start with 'peers' (the report reads peers*.json)")
     write_json_atomic(a.out / f"{a.name}.json", {"refractory_seconds": REFRACTORY, "rows": rows, "note": note})
     for r in rows:
         print(f"{r['engine']:14s} {r['model']:16s} {r['false_accepts']:4d} FA  {r['per_hour']:6.2f} /h  "

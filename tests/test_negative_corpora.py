@@ -155,6 +155,12 @@ def test_peers_without_their_packages_say_what_to_install(tmp_path):
     assert r.returncode == 2 and "requirements-peers.txt" in r.stderr and "Traceback" not in r.stderr
 
 
+def test_a_peers_name_the_report_would_not_read_is_refused_before_any_scoring(tmp_path):
+    r = _cli("benchmarks.peers", "--corpus", str(tmp_path / "none"), "--name", "mww_3", "--out", str(tmp_path))
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and "--name mww_3" in lines[0] and "peers" in lines[0]
+
+
 def test_a_source_can_be_sampled_by_its_first_hours():
     from benchmarks.false_accepts_sources import _first_hours, _source_hours
     from edge.errors import AuricleError
