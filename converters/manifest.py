@@ -26,7 +26,7 @@ from training.run_folder import REPORT_FILES, RunFolder
 COMMAND: list[str] = []   # the CLI command line, recorded by main() (None in the manifest when called in-process)
 
 
-def write_other_files(ctx: Conversion, blobs: dict[str, bytes], paths: dict[str, Path]) -> Files:
+def write_other_files(ctx: Conversion, blobs: dict[str, bytes], paths: dict[str, Path], model: Any) -> Files:
     """Labels, the C array and the run's report into the temp bundle; files over their size limits are left out
     (listed under ``regenerable_files`` with the command that writes them)."""
     regenerable: dict[str, Any] = {}
@@ -43,7 +43,7 @@ def write_other_files(ctx: Conversion, blobs: dict[str, bytes], paths: dict[str,
         if src_file.is_file():
             write_bytes_atomic(ctx.tmp / name, src_file.read_bytes())
             copied.append(name)
-    backbone = _write_backbone(ctx) if ctx.cfg.backbone else None
+    backbone = _write_backbone(ctx, model) if ctx.cfg.backbone else None
     return Files(regenerable=regenerable, c_array=c_info, report_files=copied, backbone=backbone)
 
 
@@ -51,18 +51,12 @@ def write_other_files(ctx: Conversion, blobs: dict[str, bytes], paths: dict[str,
 BACKBONE_FILE = "backbone.keras"
 
 
-def _write_backbone(ctx: Conversion) -> dict[str, Any]:
-    """The run's Keras network without its optimizer state (the weights are all --init-from needs), and the
-    manifest's ``backbone`` entry."""
-    import keras
-
-    from converters.convert import load_keras_model
+def _write_backbone(ctx: Conversion, model: Any) -> dict[str, Any]:
+    """The run's Keras network as the conversion loaded it (uncompiled: no optimizer state, the weights are all
+    --init-from needs), and the manifest's ``backbone`` entry."""
     from training.config import TrainConfig
 
-    model = load_keras_model(ctx.run.model_path)
-    copy = keras.models.clone_model(model)
-    copy.set_weights(model.get_weights())
-    copy.save(ctx.tmp / BACKBONE_FILE)   # not compiled: no optimizer state
+    model.save(ctx.tmp / BACKBONE_FILE)
     tc = TrainConfig.from_dict(ctx.run.train_config)
     ctx.emit(f"{BACKBONE_FILE}: the float network for --init-from "
              f"({mb((ctx.tmp / BACKBONE_FILE).stat().st_size)})")

@@ -78,7 +78,7 @@ def _convert_into(ctx: Conversion) -> dict[str, Any]:
     if ctx.cfg.require_edgetpu and not tpu["ready"]:
         raise AuricleError(f"--require-edgetpu: the int8 model is not Edge TPU ready: {tpu['problems'][0]}")
     _gate(ctx.cfg, verification)
-    files = write_other_files(ctx, blobs, paths)
+    files = write_other_files(ctx, blobs, paths, model)
     models = model_entries(ctx, blobs, paths, files)
     hashes = {p.name: sha256_file(p) for p in sorted(ctx.tmp.iterdir()) if p.is_file() and not p.name.startswith(".")}
     ctx.timings.lap("write")
