@@ -18,20 +18,20 @@ so read differences under ~10 points as noise.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import os
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
 from edge.cliutil import HelpFormatter, add_verbosity_arguments, log_level, setup_logging
 from edge.errors import AuricleError, run_cli
 from edge.fileio import write_json_atomic
-from training.subset_split import subset_rows, write_rows
+from training.subset_split import read_rows, subset_rows, write_rows
 
 log = logging.getLogger("benchmarks.learning_curve")
 STARTS = ("scratch", "init")
@@ -40,26 +40,16 @@ STARTS = ("scratch", "init")
 def base_split(data: Path, split: Path | None, out: Path) -> list[dict[str, str]]:
     """The rows of ``split``, or of the data's own hash-rule split (written to ``out`` for the record)."""
     if split is not None:
-        try:
-            rows = list(csv.DictReader(open(split, newline="", encoding="utf-8")))
-        except OSError as exc:
-            raise AuricleError(f"cannot read --split {split}: {exc.strerror or exc}") from None
-        if not rows or not {"path", "split"} <= set(rows[0]):
-            raise AuricleError(f"--split {split}: needs a header with path and split columns")
-        return rows
-    from training.data import discover
-    from training.data.split import relative_path
+        return read_rows(split, "--split")
+    from training.data import discover, write_split_csv
 
-    clips = discover(data)
-    rows = [{"path": relative_path(c.path, data.resolve()), "label": c.label, "split": c.split} for c in clips]
-    write_rows(out, rows)
-    return rows
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_split_csv(out, discover(data), root=data)
+    return read_rows(out)
 
 
 def per_class_sizes(rows: list[dict[str, str]], sizes: Sequence[str]) -> list[int]:
     """``5 10 20 all`` as numbers; ``all`` is the largest class's train clips."""
-    from collections import Counter
-
     counts = Counter(r.get("label") or r["path"].split("/", 1)[0] for r in rows if r["split"] == "train")
     if not counts:
         raise AuricleError("the base split has no train rows")

@@ -33,7 +33,7 @@ def test_without_a_split_file_the_hash_rule_split_is_written(tmp_path, tiny_data
     rows = lc.base_split(tiny_data, None, tmp_path / "split_all.csv")
     assert rows and all(r["split"] == split_of(Path(r["path"]).stem.split("_nohash_")[0])
                         for r in rows if "_nohash_" in r["path"])
-    assert (tmp_path / "split_all.csv").read_text().startswith("path,split\n")
+    assert (tmp_path / "split_all.csv").read_text().startswith("path,label,group,split\n")   # the run folder format
 
 
 def _finished_run(folder: Path, acc: float) -> None:

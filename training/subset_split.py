@@ -36,6 +36,18 @@ def subset_rows(rows: list[dict[str, str]], per_class: int, seed: int = 0) -> li
     return [r for r in rows if r["split"] != "train" or r["path"] in keep]
 
 
+def read_rows(path: str | Path, what: str = "split file") -> list[dict[str, str]]:
+    """The rows of a split file (a header with at least ``path`` and ``split``), or one line naming the problem."""
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    except OSError as exc:
+        raise AuricleError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    if not rows or not {"path", "split"} <= set(rows[0]):
+        raise AuricleError(f"{what} {path}: needs a header with path and split columns")
+    return rows
+
+
 def write_rows(path: Path, rows: list[dict[str, str]]) -> None:
     """``path,split`` rows as a split file for ``training.train --split-file``, atomically."""
     buf = io.StringIO()
@@ -53,13 +65,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="the split file to write")
     args = p.parse_args(argv)
-    try:
-        rows = list(csv.DictReader(open(args.split, newline="")))
-    except OSError as exc:
-        raise AuricleError(f"cannot read {args.split}: {exc.strerror or exc}") from None
-    if not rows or not {"path", "split"} <= set(rows[0]):
-        raise AuricleError(f"{args.split}: needs a header with path and split columns")
-    kept = subset_rows(rows, args.per_class, args.seed)
+    kept = subset_rows(read_rows(args.split), args.per_class, args.seed)
     write_rows(Path(args.out), kept)
     print(f"{args.out}: {sum(r['split'] == 'train' for r in kept)} train clips, "
           f"{sum(r['split'] != 'train' for r in kept)} validation/test", flush=True)
