@@ -78,10 +78,15 @@ def negative_sources(negatives: Path) -> list[str]:
     return [str(negatives), str(ESC_TRAIN_FOLDS)]
 
 
+def spec_data(spec: Spec, data: Path) -> Path:
+    """The labelled data a spec trains and is verified on: the keyword folder, or every word's links."""
+    return EVERY_WORD if spec.every_word else data
+
+
 def train_command(spec: Spec, data: Path, seed: int, negatives: Path, out: str | None = None) -> list[str]:
     """The ``training.train`` command line that rebuilds one shipped bundle's run (or one ensemble member's,
     into ``out``) on this machine."""
-    data = EVERY_WORD if spec.every_word else data
+    data = spec_data(spec, data)
     seed = seed if spec.seed is None else spec.seed
     cmd = [sys.executable, "-m", "training.train", "--data", str(data), "--network", spec.network,
            "--profile", spec.profile, "--epochs", str(spec.epochs), "--patience", "0", "--seed", str(seed),
@@ -116,7 +121,7 @@ def prepare_every_word(data: Path) -> None:
 
 def quantize(spec: Spec, data: Path) -> None:
     _run([sys.executable, "-m", "converters.quantize", "--run", f"runs/{spec.name}", "--out",
-          f"firmware_assets/{spec.name}", "--data", str(EVERY_WORD if spec.every_word else data), "--force",
+          f"firmware_assets/{spec.name}", "--data", str(spec_data(spec, data)), "--force",
           *(() if spec.float_in_git else ("--float-max-mb", "0")), *(("--backbone",) if spec.backbone else ())])
 
 
